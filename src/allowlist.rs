@@ -1,0 +1,232 @@
+//! Which backend URLs a client may name.
+//!
+//! Owns the parsing of client-supplied backend URLs ([`parse_backend_url`]) and the operator's
+//! allowlist ([`Allowlist`]): anchored regular expressions matched against the whole
+//! normalised URL, and host suffixes matched against the parsed host of https URLs. The URL
+//! that was checked is the URL that is requested: callers keep the parsed [`Url`] and never
+//! re-parse the client's string. Deny-all when nothing is configured.
+
+use regex::Regex;
+use url::{Host, Url};
+
+/// An allowlist entry that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AllowlistError {
+    /// The regular expression does not compile.
+    #[error("--allowlist {pattern:?}: not a valid regular expression ({reason})")]
+    Regex { pattern: String, reason: String },
+    /// The host suffix is empty or not a domain name.
+    #[error("--host-suffix-allowlist {suffix:?}: {reason}")]
+    Suffix { suffix: String, reason: String },
+}
+
+/// Why a client-supplied backend URL was rejected before the allowlist was consulted (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not an absolute URL.
+    #[error("is not an absolute URL ({0})")]
+    Unparsable(String),
+    /// A scheme other than http or https.
+    #[error("has scheme {0:?}; only http and https backends are supported")]
+    Scheme(String),
+    /// `user:password@` in the URL.
+    #[error("contains user info (user:password@); put credentials elsewhere")]
+    UserInfo,
+    /// No host.
+    #[error("has no host")]
+    NoHost,
+}
+
+/// Parses a backend URL named by a client and checks the properties every backend URL must
+/// have, whatever the allowlist says.
+pub fn parse_backend_url(raw: &str) -> Result<Url, UrlError> {
+    let url = Url::parse(raw.trim()).map_err(|e| UrlError::Unparsable(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(UrlError::Scheme(url.scheme().to_owned()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(UrlError::UserInfo);
+    }
+    if url.host().is_none() {
+        return Err(UrlError::NoHost);
+    }
+    Ok(url)
+}
+
+/// The operator's allowlist.
+#[derive(Debug, Default)]
+pub struct Allowlist {
+    /// Patterns as the operator wrote them, compiled wrapped in `^(?:…)$`.
+    patterns: Vec<(String, Regex)>,
+    /// Lower-case domains without a leading dot.
+    host_suffixes: Vec<String>,
+}
+
+impl Allowlist {
+    /// Compiles the `--allowlist` patterns and checks the `--host-suffix-allowlist` entries.
+    pub fn new(patterns: &[String], host_suffixes: &[String]) -> Result<Self, AllowlistError> {
+        let patterns = patterns
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                Regex::new(&format!("^(?:{p})$"))
+                    .map(|re| (p.clone(), re))
+                    .map_err(|e| AllowlistError::Regex {
+                        pattern: p.clone(),
+                        reason: crate::config::first_line(&e.to_string()),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let host_suffixes = host_suffixes
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| normalise_suffix(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Allowlist {
+            patterns,
+            host_suffixes,
+        })
+    }
+
+    /// True when no entry is configured: every URL is refused.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty() && self.host_suffixes.is_empty()
+    }
+
+    /// Number of configured entries (patterns plus host suffixes).
+    pub fn len(&self) -> usize {
+        self.patterns.len() + self.host_suffixes.len()
+    }
+
+    /// Whether `url` (already parsed by [`parse_backend_url`]) may be used as a backend.
+    ///
+    /// Patterns match the URL's normalised serialisation as a whole; host suffixes admit https
+    /// URLs whose parsed domain equals the suffix or ends with `.` + suffix.
+    pub fn allows(&self, url: &Url) -> bool {
+        let serialised = url.as_str();
+        if self.patterns.iter().any(|(_, re)| re.is_match(serialised)) {
+            return true;
+        }
+        if url.scheme() != "https" {
+            return false;
+        }
+        let Some(Host::Domain(host)) = url.host() else {
+            return false;
+        };
+        let host = host.trim_end_matches('.');
+        self.host_suffixes.iter().any(|suffix| {
+            host == suffix
+                || host
+                    .strip_suffix(suffix.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'))
+        })
+    }
+}
+
+fn normalise_suffix(raw: &str) -> Result<String, AllowlistError> {
+    let err = |reason: &str| AllowlistError::Suffix {
+        suffix: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let trimmed = raw.trim().trim_start_matches('.').trim_end_matches('.');
+    if trimmed.is_empty() {
+        return Err(err("must name a domain, e.g. .example.com"));
+    }
+    // Parse through the URL parser so the suffix is normalised (case, IDNA) exactly as hosts are.
+    let parsed = Url::parse(&format!("https://{trimmed}/"))
+        .map_err(|e| err(&format!("not a domain name ({e})")))?;
+    match parsed.host() {
+        Some(Host::Domain(d)) if d == trimmed.to_ascii_lowercase() || !trimmed.is_ascii() => {
+            Ok(d.to_owned())
+        }
+        Some(Host::Domain(_)) => Err(err("not a plain domain name")),
+        _ => Err(err("must be a domain name, not an IP address")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(patterns: &[&str], suffixes: &[&str]) -> Allowlist {
+        let p: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        let s: Vec<String> = suffixes.iter().map(|s| s.to_string()).collect();
+        match Allowlist::new(&p, &s) {
+            Ok(a) => a,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn allows(a: &Allowlist, raw: &str) -> bool {
+        parse_backend_url(raw).is_ok_and(|u| a.allows(&u))
+    }
+
+    #[test]
+    fn patterns_are_anchored() {
+        let a = list(&[r"https://a\.example/.*"], &[]);
+        assert!(allows(&a, "https://a.example/frames"));
+        assert!(!allows(&a, "https://evil.example/?u=https://a.example/"));
+        assert!(!allows(&a, "https://a.example.evil.example/"));
+        assert!(!allows(&a, "http://a.example/"));
+    }
+
+    #[test]
+    fn alternation_cannot_escape_the_anchors() {
+        let a = list(&[r"https://a\.example/x|https://b\.example/y"], &[]);
+        assert!(allows(&a, "https://b.example/y"));
+        assert!(!allows(&a, "https://b.example/y/more"));
+        assert!(!allows(&a, "https://evil.example/?https://a.example/x"));
+    }
+
+    #[test]
+    fn empty_allowlist_refuses_everything() {
+        let a = list(&[], &[]);
+        assert!(a.is_empty());
+        assert!(!allows(&a, "https://a.example/"));
+        assert!(!allows(&a, "http://127.0.0.1/"));
+    }
+
+    #[test]
+    fn host_suffix_matches_the_parsed_host_on_a_label_boundary() {
+        let a = list(&[], &[".example.com"]);
+        assert!(allows(&a, "https://api.example.com/frames"));
+        assert!(allows(&a, "https://example.com/frames"));
+        assert!(allows(&a, "https://API.Example.COM./x"));
+        assert!(!allows(&a, "https://evilexample.com/"));
+        assert!(!allows(&a, "https://example.com.evil.net/"));
+        assert!(!allows(&a, "https://evil.net/?h=api.example.com"));
+        assert!(!allows(&a, "https://evil.net/#.example.com"));
+        assert!(!allows(&a, "http://api.example.com/"), "https only");
+        // `@` makes everything before it user info, which is refused outright.
+        assert!(parse_backend_url("https://api.example.com@evil.net/").is_err());
+        assert!(!allows(&a, "https://evil.net\\.example.com/"));
+    }
+
+    #[test]
+    fn backend_urls_are_checked() {
+        assert!(matches!(
+            parse_backend_url("not a url"),
+            Err(UrlError::Unparsable(_))
+        ));
+        assert!(matches!(
+            parse_backend_url("ftp://a.example/"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            parse_backend_url("https://u:p@a.example/"),
+            Err(UrlError::UserInfo)
+        ));
+        assert!(matches!(
+            parse_backend_url("https://u@a.example/"),
+            Err(UrlError::UserInfo)
+        ));
+        assert!(parse_backend_url("http://127.0.0.1:9/f").is_ok());
+    }
+
+    #[test]
+    fn bad_entries_are_config_errors() {
+        assert!(Allowlist::new(&["(".into()], &[]).is_err());
+        assert!(Allowlist::new(&[], &[".".into()]).is_err());
+        assert!(Allowlist::new(&[], &["127.0.0.1".into()]).is_err());
+    }
+}

@@ -1,0 +1,403 @@
+//! Command line and validated configuration.
+//!
+//! Two steps: [`Cli`] is what clap parses (flags, each also read from a `WS_BRIDGE_*`
+//! environment variable); [`Config`] is what the rest of the bridge runs on, built by
+//! `Config::try_from(cli)`, which checks every flag and loads the TLS files. Nothing is bound
+//! before a `Config` exists. This module owns no sockets and starts no tasks.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use url::Url;
+
+use crate::allowlist::{Allowlist, AllowlistError};
+use crate::tls::{self, TlsError};
+
+/// Default for `--max-message-size`: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+/// Largest accepted `--max-message-size`: whole messages are held in memory, so this is a cap
+/// on what one connection may cost.
+pub const MAX_MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+
+/// Command-line flags. Every flag can also be set through the environment variable named in
+/// its help; a flag on the command line wins over the environment.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "websocket-bridge",
+    version,
+    about = "A WebSocket-to-HTTP gateway: each client message becomes an HTTP POST to a backend, \
+             and backends answer through a per-connection callback URL."
+)]
+pub struct Cli {
+    /// Address to listen on, HOST:PORT. [default: 127.0.0.1:8080]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_ADDRESS",
+        default_value = "127.0.0.1:8080",
+        value_name = "HOST:PORT"
+    )]
+    pub address: String,
+
+    /// Public base URL of this bridge; callback URLs are `{base-url}/{id}` and the callback API
+    /// is served under the base URL's path. [default: http(s)://{bound address}]
+    #[arg(long, env = "WS_BRIDGE_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Regular expression a backend URL must match as a whole (anchored); repeatable. In the
+    /// environment variable, separate several with newlines. Without any allowlist entry every
+    /// connection is refused. [default: none]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_ALLOWLIST",
+        value_name = "REGEX",
+        value_delimiter = '\n'
+    )]
+    pub allowlist: Vec<String>,
+
+    /// Host suffix (e.g. `.example.com`) that admits https backend URLs whose parsed host is
+    /// that domain or a subdomain of it; repeatable (newline-separated in the environment).
+    /// [default: none]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_HOST_SUFFIX_ALLOWLIST",
+        value_name = "SUFFIX",
+        value_delimiter = '\n'
+    )]
+    pub host_suffix_allowlist: Vec<String>,
+
+    /// PEM certificate chain for TLS (leaf first); requires --key. [default: none, plain TCP]
+    #[arg(long, env = "WS_BRIDGE_CERT", value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key for TLS (PKCS#8, PKCS#1 or SEC1); requires --cert. [default: none]
+    #[arg(long, env = "WS_BRIDGE_KEY", value_name = "PATH")]
+    pub key: Option<PathBuf>,
+
+    /// Largest message, in bytes, in either direction (client messages, callback bodies,
+    /// backend replies); suffixes KiB, MiB are accepted. [default: 1MiB]
+    #[arg(long, env = "WS_BRIDGE_MAX_MESSAGE_SIZE", default_value = "1MiB", value_name = "BYTES", value_parser = parse_size)]
+    pub max_message_size: usize,
+
+    /// Time allowed for one backend request, from connecting to reading the whole answer,
+    /// e.g. `10s`, `500ms`. [default: 10s]
+    #[arg(long, env = "WS_BRIDGE_BACKEND_TIMEOUT", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub backend_timeout: Duration,
+
+    /// Messages that may wait to be written to one client; a callback POST beyond it gets 503
+    /// with Retry-After. [default: 64]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_SEND_QUEUE",
+        default_value_t = 64,
+        value_name = "MESSAGES"
+    )]
+    pub send_queue: usize,
+
+    /// Time a client may take to accept one message written to it before it is closed as too
+    /// slow. [default: 30s]
+    #[arg(long, env = "WS_BRIDGE_CLIENT_WRITE_TIMEOUT", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub client_write_timeout: Duration,
+
+    /// Time a client may take for the TLS handshake and the HTTP request head. [default: 10s]
+    #[arg(long, env = "WS_BRIDGE_HANDSHAKE_TIMEOUT", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, time given to close every client and deliver every disconnect POST
+    /// before the process exits. [default: 30s]
+    #[arg(long, env = "WS_BRIDGE_SHUTDOWN_GRACE", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// A configuration error; the message names the flag and says what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--address` is not HOST:PORT or does not resolve.
+    #[error("--address {value:?}: {reason}")]
+    Address { value: String, reason: String },
+    /// `--base-url` is not an absolute http(s) URL without query, fragment or user info.
+    #[error("--base-url {value:?}: {reason}")]
+    BaseUrl { value: String, reason: String },
+    /// An allowlist entry is invalid.
+    #[error(transparent)]
+    Allowlist(#[from] AllowlistError),
+    /// `--cert` given without `--key` or the other way round.
+    #[error(
+        "{given} was given without {missing}: TLS needs both a certificate chain and its private key"
+    )]
+    TlsPair {
+        given: &'static str,
+        missing: &'static str,
+    },
+    /// The certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A numeric flag is out of range.
+    #[error("{flag} {value}: {reason}")]
+    OutOfRange {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The validated configuration the bridge runs on.
+#[derive(Clone)]
+pub struct Config {
+    /// Where to listen (resolved from `--address`).
+    pub address: SocketAddr,
+    /// Public base URL without a trailing slash; `None` means "derive from the bound address".
+    pub base_url: Option<Url>,
+    /// Which backend URLs clients may name.
+    pub allowlist: Arc<Allowlist>,
+    /// TLS server configuration when `--cert`/`--key` are set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Largest message in either direction, in bytes.
+    pub max_message_size: usize,
+    /// Time allowed for one backend request.
+    pub backend_timeout: Duration,
+    /// Capacity of each connection's outbound queue, in messages.
+    pub send_queue: usize,
+    /// Time allowed for one write to a client.
+    pub client_write_timeout: Duration,
+    /// Time allowed for TLS handshake plus request head.
+    pub handshake_timeout: Duration,
+    /// Time allowed for a graceful shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("address", &self.address)
+            .field("base_url", &self.base_url.as_ref().map(Url::as_str))
+            .field("allowlist", &self.allowlist)
+            .field("tls", &self.tls.is_some())
+            .field("max_message_size", &self.max_message_size)
+            .field("backend_timeout", &self.backend_timeout)
+            .field("send_queue", &self.send_queue)
+            .field("client_write_timeout", &self.client_write_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = ConfigError;
+
+    fn try_from(cli: Cli) -> Result<Self, ConfigError> {
+        let address = resolve_address(&cli.address)?;
+        let base_url = cli.base_url.as_deref().map(parse_base_url).transpose()?;
+        let allowlist = Allowlist::new(&cli.allowlist, &cli.host_suffix_allowlist)?;
+        let tls = match (cli.cert, cli.key) {
+            (Some(cert), Some(key)) => Some(tls::server_config(&cert, &key)?),
+            (Some(_), None) => {
+                return Err(ConfigError::TlsPair {
+                    given: "--cert",
+                    missing: "--key",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::TlsPair {
+                    given: "--key",
+                    missing: "--cert",
+                });
+            }
+            (None, None) => None,
+        };
+        if cli.max_message_size == 0 || cli.max_message_size > MAX_MAX_MESSAGE_SIZE {
+            return Err(ConfigError::OutOfRange {
+                flag: "--max-message-size",
+                value: cli.max_message_size.to_string(),
+                reason: format!("must be between 1 and {MAX_MAX_MESSAGE_SIZE} bytes"),
+            });
+        }
+        if cli.send_queue == 0 || cli.send_queue > 1_000_000 {
+            return Err(ConfigError::OutOfRange {
+                flag: "--send-queue",
+                value: cli.send_queue.to_string(),
+                reason: "must be between 1 and 1000000 messages".into(),
+            });
+        }
+        for (flag, value) in [
+            ("--backend-timeout", cli.backend_timeout),
+            ("--client-write-timeout", cli.client_write_timeout),
+            ("--handshake-timeout", cli.handshake_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::OutOfRange {
+                    flag,
+                    value: "0s".into(),
+                    reason: "must be longer than zero".into(),
+                });
+            }
+        }
+        Ok(Config {
+            address,
+            base_url,
+            allowlist: Arc::new(allowlist),
+            tls,
+            max_message_size: cli.max_message_size,
+            backend_timeout: cli.backend_timeout,
+            send_queue: cli.send_queue,
+            client_write_timeout: cli.client_write_timeout,
+            handshake_timeout: cli.handshake_timeout,
+            shutdown_grace: cli.shutdown_grace,
+        })
+    }
+}
+
+impl Config {
+    /// Builds a configuration from command-line style arguments (without the program name),
+    /// ignoring the environment's defaults only in the sense that clap still reads
+    /// `WS_BRIDGE_*` variables. Handy for tests and examples.
+    pub fn from_args<I, S>(args: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        let argv = std::iter::once(std::ffi::OsString::from("websocket-bridge"))
+            .chain(args.into_iter().map(Into::into));
+        let cli = Cli::try_parse_from(argv).map_err(|e| first_line(&e.to_string()))?;
+        Config::try_from(cli).map_err(|e| e.to_string())
+    }
+}
+
+/// The first non-empty line of a (possibly multi-line) message.
+pub fn first_line(message: &str) -> String {
+    message
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(message)
+        .trim()
+        .to_owned()
+}
+
+fn resolve_address(value: &str) -> Result<SocketAddr, ConfigError> {
+    let err = |reason: String| ConfigError::Address {
+        value: value.to_owned(),
+        reason,
+    };
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let mut addrs = value
+        .to_socket_addrs()
+        .map_err(|e| err(format!("expected HOST:PORT, e.g. 127.0.0.1:8080 ({e})")))?;
+    addrs
+        .next()
+        .ok_or_else(|| err("the host resolves to no address".into()))
+}
+
+/// Checks a `--base-url` and normalises it to have no trailing slash.
+fn parse_base_url(value: &str) -> Result<Url, ConfigError> {
+    let err = |reason: &str| ConfigError::BaseUrl {
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut url = Url::parse(value).map_err(|e| err(&format!("not an absolute URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(err("the scheme must be http or https"));
+    }
+    if url.host_str().is_none() {
+        return Err(err("a host is required"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err("user info is not allowed"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(err("a query or fragment is not allowed"));
+    }
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+/// Parses a byte count with an optional binary (`KiB`, `MiB`, `GiB`) or decimal (`KB`, `MB`,
+/// `GB`) suffix.
+pub fn parse_size(value: &str) -> Result<usize, String> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{value:?} is not a byte count (e.g. 1048576 or 1MiB)"))?;
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(multiplier)
+        .ok_or_else(|| format!("{value:?} is too large"))
+}
+
+/// Parses a duration such as `10s`, `250ms` or `1m 30s`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{value:?} is not a duration such as 10s or 500ms ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(parse_size("1MiB"), Ok(1_048_576));
+        assert_eq!(parse_size("512 KiB"), Ok(524_288));
+        assert_eq!(parse_size("2KB"), Ok(2_000));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("1 parsec").is_err());
+    }
+
+    #[test]
+    fn base_url_loses_its_trailing_slash() {
+        let url = parse_base_url("https://bridge.example/ws/").map(|u| u.to_string());
+        assert_eq!(url.ok().as_deref(), Some("https://bridge.example/ws"));
+        let url = parse_base_url("https://bridge.example/").map(|u| u.to_string());
+        assert_eq!(url.ok().as_deref(), Some("https://bridge.example"));
+        assert!(parse_base_url("ftp://bridge.example").is_err());
+        assert!(parse_base_url("https://u:p@bridge.example").is_err());
+        assert!(parse_base_url("https://bridge.example/?q=1").is_err());
+    }
+
+    #[test]
+    fn cert_without_key_is_refused() {
+        let err = Config::from_args(["--allowlist", ".*", "--cert", "/nonexistent.pem"]);
+        let msg = err.err().unwrap_or_default();
+        assert!(msg.contains("--cert") && msg.contains("--key"), "{msg}");
+    }
+
+    #[test]
+    fn bad_flags_name_themselves() {
+        let msg = Config::from_args(["--max-message-size", "lots"])
+            .err()
+            .unwrap_or_default();
+        assert!(msg.contains("--max-message-size"), "{msg}");
+        let msg = Config::from_args(["--allowlist", "("])
+            .err()
+            .unwrap_or_default();
+        assert!(msg.contains("--allowlist"), "{msg}");
+        let msg = Config::from_args(["--address", "nowhere"])
+            .err()
+            .unwrap_or_default();
+        assert!(msg.contains("--address"), "{msg}");
+        let msg = Config::from_args(["--send-queue", "0"])
+            .err()
+            .unwrap_or_default();
+        assert!(msg.contains("--send-queue"), "{msg}");
+    }
+}

@@ -1,0 +1,327 @@
+//! One task per WebSocket connection.
+//!
+//! The task owns the client socket and runs a single `select!` over: client messages (read
+//! ahead at most [`READ_AHEAD_MESSAGES`] messages or `--max-message-size` bytes while a frame
+//! POST is in flight, then TCP backpressure), the one frame POST in flight (message N+1 is
+//! posted only after message N succeeded), the bounded outbound queue fed by the callback API,
+//! and the shutdown token. When the loop ends it closes the client, removes the registry entry
+//! (callbacks answer 404 from then on), posts what was read but not yet posted (unless the
+//! backend is what failed), and sends exactly one disconnect POST.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::header::HeaderValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::{debug, info, warn};
+use url::Url;
+
+use crate::backend::{BackendClient, BackendError};
+use crate::close::{Cause, Ending, Initiator};
+use crate::payload::Payload;
+use crate::registry::{ConnectionId, Outbound, Registration};
+use crate::server::Shared;
+
+/// Client messages read ahead while a frame POST is in flight, before reading stops.
+pub const READ_AHEAD_MESSAGES: usize = 16;
+/// Time given to the WebSocket closing handshake before the socket is dropped.
+pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+type FramePost = Pin<Box<dyn Future<Output = Result<Option<Payload>, BackendError>> + Send>>;
+
+/// Everything a connection task needs besides the socket.
+pub(crate) struct Connection {
+    pub(crate) id: ConnectionId,
+    pub(crate) frame_url: Arc<Url>,
+    pub(crate) disconnect_url: Option<Url>,
+    /// The callback URL as a header value, built once.
+    pub(crate) callback: HeaderValue,
+    pub(crate) registration: Registration,
+    pub(crate) outbound: mpsc::Receiver<Outbound>,
+}
+
+/// Per-connection counters, logged when it ends.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    messages_in: u64,
+    bytes_in: u64,
+    messages_out: u64,
+    bytes_out: u64,
+}
+
+/// Runs a connection to its end, disconnect POST included.
+pub(crate) async fn run<S>(mut ws: WebSocketStream<S>, conn: Connection, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Connection {
+        id,
+        frame_url,
+        disconnect_url,
+        callback,
+        registration,
+        mut outbound,
+    } = conn;
+    let backend = shared.backend.clone();
+    let max_bytes = shared.config.max_message_size;
+    let write_timeout = shared.config.client_write_timeout;
+    let shutdown = shared.shutdown.clone();
+
+    let mut counters = Counters::default();
+    let mut pending: VecDeque<Payload> = VecDeque::new();
+    let mut pending_bytes = 0usize;
+    let mut in_flight: Option<FramePost> = None;
+    let mut seq = 0u64;
+
+    let ending = loop {
+        if in_flight.is_none()
+            && let Some(payload) = pending.pop_front()
+        {
+            pending_bytes -= payload.len();
+            in_flight = Some(post_frame(&backend, &frame_url, &callback, seq, payload));
+            seq += 1;
+        }
+        let may_read = pending.len() < READ_AHEAD_MESSAGES && pending_bytes < max_bytes;
+
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                break Ending::new(Initiator::Bridge, Cause::Shutdown, CloseCode::Away, "server shutting down");
+            }
+            result = poll_in_flight(&mut in_flight) => {
+                in_flight = None;
+                match result {
+                    Ok(None) => {}
+                    Ok(Some(reply)) => {
+                        if let Err(ending) = write(&mut ws, reply, write_timeout, &mut counters).await {
+                            break ending;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(seq = seq - 1, error = %e.detail(), "frame POST failed");
+                        break Ending::new(Initiator::Bridge, Cause::BackendError, CloseCode::Error, &e.to_string());
+                    }
+                }
+            }
+            command = outbound.recv() => match command {
+                Some(Outbound::Message(payload)) => {
+                    if let Err(ending) = write(&mut ws, payload, write_timeout, &mut counters).await {
+                        break ending;
+                    }
+                }
+                Some(Outbound::Close { code, reason }) => {
+                    break Ending::new(Initiator::Backend, Cause::BackendClose, code, &reason);
+                }
+                // The registration holds a sender until this task drops it.
+                None => break Ending::client_gone("outbound queue closed"),
+            },
+            message = ws.next(), if may_read => match read_outcome(message) {
+                Read::Message(payload) => {
+                    counters.messages_in += 1;
+                    counters.bytes_in += payload.len() as u64;
+                    pending_bytes += payload.len();
+                    pending.push_back(payload);
+                }
+                Read::Control => {}
+                Read::End(ending) => break ending,
+            },
+        }
+    };
+
+    // From here on the callback URL answers 404.
+    drop(registration);
+    outbound.close();
+    let undelivered = std::iter::from_fn(|| outbound.try_recv().ok())
+        .filter(|o| !matches!(o, Outbound::Close { .. }))
+        .count();
+
+    close_client(&mut ws, &ending).await;
+    drop(ws);
+
+    let mut unposted = 0usize;
+    if ending.delivers_pending() {
+        if let Some(post) = in_flight.take() {
+            if let Err(e) = post.await {
+                warn!(error = %e.detail(), "frame POST failed while closing");
+                unposted = pending.len();
+                pending.clear();
+            }
+        }
+        for payload in pending.drain(..) {
+            if let Err(e) = backend
+                .post_frame(&frame_url, &callback, seq, &payload)
+                .await
+            {
+                warn!(seq, error = %e.detail(), "frame POST failed while closing");
+                unposted += 1;
+                break;
+            }
+            seq += 1;
+        }
+        unposted += pending.len();
+    } else {
+        unposted = pending.len();
+    }
+
+    if let Some(url) = &disconnect_url {
+        if let Err(e) = backend.post_disconnect(url, &callback, &ending).await {
+            warn!(error = %e.detail(), "disconnect POST failed");
+        }
+    }
+
+    info!(
+        %ending,
+        messages_in = counters.messages_in,
+        bytes_in = counters.bytes_in,
+        messages_out = counters.messages_out,
+        bytes_out = counters.bytes_out,
+        unposted,
+        undelivered,
+        "connection closed"
+    );
+    debug!(conn.id = %id, "connection task finished");
+}
+
+fn post_frame(
+    backend: &BackendClient,
+    url: &Arc<Url>,
+    callback: &HeaderValue,
+    seq: u64,
+    payload: Payload,
+) -> FramePost {
+    let backend = backend.clone();
+    let url = Arc::clone(url);
+    let callback = callback.clone();
+    Box::pin(async move { backend.post_frame(&url, &callback, seq, &payload).await })
+}
+
+/// Waits for the frame POST in flight, or forever when there is none.
+async fn poll_in_flight(
+    in_flight: &mut Option<FramePost>,
+) -> Result<Option<Payload>, BackendError> {
+    match in_flight {
+        Some(post) => post.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one read from the client produced.
+enum Read {
+    /// A text or binary message to post.
+    Message(Payload),
+    /// A ping or pong (answered by tungstenite) or a raw frame: nothing to post.
+    Control,
+    /// The connection is over.
+    End(Ending),
+}
+
+fn read_outcome(message: Option<Result<Message, WsError>>) -> Read {
+    match message {
+        Some(Ok(Message::Text(text))) => Read::Message(Payload::Text(text)),
+        Some(Ok(Message::Binary(bytes))) => Read::Message(Payload::Binary(bytes)),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Read::Control,
+        Some(Ok(Message::Close(frame))) => Read::End(match frame {
+            Some(f) => Ending::client_close(Some(f.code), &f.reason),
+            None => Ending::client_close(None, ""),
+        }),
+        Some(Err(WsError::Capacity(e))) => Read::End(Ending::new(
+            Initiator::Bridge,
+            Cause::TooLarge,
+            CloseCode::Size,
+            &format!("message too large: {e}"),
+        )),
+        Some(Err(WsError::Utf8(_))) => Read::End(Ending::new(
+            Initiator::Bridge,
+            Cause::ProtocolError,
+            CloseCode::Invalid,
+            "text message is not valid UTF-8",
+        )),
+        Some(Err(WsError::Protocol(
+            e @ tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ))) => Read::End(Ending::client_gone(&e.to_string())),
+        Some(Err(WsError::Protocol(e))) => Read::End(Ending::new(
+            Initiator::Bridge,
+            Cause::ProtocolError,
+            CloseCode::Protocol,
+            &e.to_string(),
+        )),
+        Some(Err(e)) => Read::End(Ending::client_gone(&e.to_string())),
+        None => Read::End(Ending::client_gone(
+            "connection closed without a Close frame",
+        )),
+    }
+}
+
+/// Writes one message to the client within the write timeout.
+async fn write<S>(
+    ws: &mut WebSocketStream<S>,
+    payload: Payload,
+    timeout: Duration,
+    counters: &mut Counters,
+) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let len = payload.len() as u64;
+    let message = match payload {
+        Payload::Text(text) => Message::Text(text),
+        Payload::Binary(bytes) => Message::Binary(bytes),
+    };
+    match tokio::time::timeout(timeout, ws.send(message)).await {
+        Ok(Ok(())) => {
+            counters.messages_out += 1;
+            counters.bytes_out += len;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(Ending::client_gone(&format!("write failed: {e}"))),
+        Err(_) => Err(Ending::new(
+            Initiator::Bridge,
+            Cause::ClientTooSlow,
+            CloseCode::Policy,
+            "client did not read its messages in time",
+        )),
+    }
+}
+
+/// Ends the WebSocket: sends the bridge's or backend's Close frame and waits (bounded) for the
+/// client's answer, or completes the handshake the client started.
+async fn close_client<S>(ws: &mut WebSocketStream<S>, ending: &Ending)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let finish = async {
+        if ending.sends_close_frame() {
+            let frame = CloseFrame {
+                code: ending.code.unwrap_or(CloseCode::Normal),
+                reason: ending.reason.as_str().into(),
+            };
+            if ws.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            // Read until the client's Close arrives (messages after ours are not forwarded).
+            while let Some(Ok(message)) = ws.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        } else if ending.cause == Cause::ClientClose {
+            // Flushes the Close reply tungstenite queued.
+            let _ = ws.close(None).await;
+        }
+    };
+    if tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, finish)
+        .await
+        .is_err()
+    {
+        debug!("closing handshake timed out");
+    }
+}

@@ -1,0 +1,412 @@
+//! `GET /connect`: validates the client's backend URLs against the allowlist, checks the
+//! WebSocket upgrade request, registers the connection and answers 101; the connection task is
+//! spawned on the upgraded socket. Owns the refusal messages a client sees at connect time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tracing::{Instrument, info, info_span, warn};
+use url::Url;
+
+use crate::allowlist::parse_backend_url;
+use crate::close::Ending;
+use crate::connection::{self, Connection};
+use crate::registry::ConnectionId;
+use crate::server::{ClientAddr, Shared};
+
+/// Header naming the frame URL (alternative to query `f`).
+pub const HEADER_ON_FRAME: &str = "x-ws-proxy-on-frame";
+/// Header naming the disconnect URL (alternative to query `d`).
+pub const HEADER_ON_DISCONNECT: &str = "x-ws-proxy-on-disconnect";
+
+/// A refused handshake: status code and a one-line message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    /// 400, 403, 426 or 500.
+    pub status: StatusCode,
+    /// What was wrong and how to fix it.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        if self.status == StatusCode::UPGRADE_REQUIRED {
+            let headers = response.headers_mut();
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        response
+    }
+}
+
+/// One backend URL role: where it may be given and how it is named in messages.
+struct UrlRole {
+    query: &'static str,
+    header: &'static str,
+    name: &'static str,
+}
+
+const FRAME: UrlRole = UrlRole {
+    query: "f",
+    header: HEADER_ON_FRAME,
+    name: "frame URL",
+};
+const DISCONNECT: UrlRole = UrlRole {
+    query: "d",
+    header: HEADER_ON_DISCONNECT,
+    name: "disconnect URL",
+};
+
+/// The backend URLs of an accepted handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrls {
+    /// Where each client message is POSTed.
+    pub frame: Url,
+    /// Where the disconnect notice is POSTed, if anywhere.
+    pub disconnect: Option<Url>,
+}
+
+/// Extracts and checks the backend URLs from the query string and headers.
+pub fn backend_urls(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    allowlist: &crate::allowlist::Allowlist,
+) -> Result<BackendUrls, Refusal> {
+    let frame = role_url(&FRAME, query, headers, allowlist)?.ok_or_else(|| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "missing frame URL: pass it as query parameter f (URL-encoded) or header x-ws-proxy-on-frame",
+        )
+    })?;
+    let disconnect = role_url(&DISCONNECT, query, headers, allowlist)?;
+    Ok(BackendUrls { frame, disconnect })
+}
+
+fn role_url(
+    role: &UrlRole,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    allowlist: &crate::allowlist::Allowlist,
+) -> Result<Option<Url>, Refusal> {
+    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, message);
+    let mut from_query = None;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if key == role.query {
+            if from_query.is_some() {
+                return Err(bad(format!(
+                    "query parameter {} is given more than once; give the {} once",
+                    role.query, role.name
+                )));
+            }
+            from_query = Some(value.into_owned());
+        }
+    }
+    let mut header_values = headers.get_all(role.header).iter();
+    let from_header = match (header_values.next(), header_values.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(bad(format!(
+                "header {} is given more than once; give the {} once",
+                role.header, role.name
+            )));
+        }
+        (Some(v), None) => Some(v.to_str().map(str::to_owned).map_err(|_| {
+            bad(format!(
+                "header {} is not visible ASCII; percent-encode the URL",
+                role.header
+            ))
+        })?),
+    };
+    let parse = |raw: &str, source: String| {
+        parse_backend_url(raw).map_err(|e| bad(format!("{} ({source}) {e}", role.name)))
+    };
+    let query_source = format!("query parameter {}", role.query);
+    let header_source = format!("header {}", role.header);
+    let (url, source) = match (from_query, from_header) {
+        (None, None) => return Ok(None),
+        (Some(q), None) => (parse(&q, query_source.clone())?, query_source),
+        (None, Some(h)) => (parse(&h, header_source.clone())?, header_source),
+        (Some(q), Some(h)) => {
+            let q = parse(&q, query_source)?;
+            let h = parse(&h, header_source)?;
+            if q != h {
+                return Err(bad(format!(
+                    "the {} is given twice with different values (query parameter {} and header {}); give it once",
+                    role.name, role.query, role.header
+                )));
+            }
+            (q, format!("query parameter {}", role.query))
+        }
+    };
+    if !allowlist.allows(&url) {
+        let hint = if allowlist.is_empty() {
+            "this bridge has no allowlist, so it refuses every backend (operator: set --allowlist)"
+        } else {
+            "ask the operator to allow it with --allowlist or --host-suffix-allowlist"
+        };
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            format!("{} ({source}) {url} is not allowed: {hint}", role.name),
+        ));
+    }
+    Ok(Some(url))
+}
+
+/// Checks that the request is a WebSocket upgrade and returns its `Sec-WebSocket-Key`.
+pub fn check_upgrade(headers: &HeaderMap) -> Result<HeaderValue, Refusal> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err(Refusal::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint only accepts WebSocket connections: send Upgrade: websocket and Connection: Upgrade (use a WebSocket client)",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(Refusal::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version: send Sec-WebSocket-Version: 13",
+        ));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| k.len() == 24)
+        .cloned()
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "missing or malformed Sec-WebSocket-Key (expected 16 bytes, base64-encoded)",
+            )
+        })?;
+    Ok(key)
+}
+
+/// The `GET /connect` handler.
+pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Request) -> Response {
+    let client_addr = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|a| a.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let urls = match backend_urls(
+        request.uri().query(),
+        request.headers(),
+        &shared.config.allowlist,
+    ) {
+        Ok(urls) => urls,
+        Err(refusal) => {
+            warn!(client.addr = %client_addr, status = refusal.status.as_u16(), reason = %refusal.message, "connection refused");
+            return refusal.into_response();
+        }
+    };
+    let key = match check_upgrade(request.headers()) {
+        Ok(key) => key,
+        Err(refusal) => {
+            info!(client.addr = %client_addr, status = refusal.status.as_u16(), reason = %refusal.message, "connection refused");
+            return refusal.into_response();
+        }
+    };
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return Refusal::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded to WebSocket (use HTTP/1.1)",
+        )
+        .into_response();
+    };
+
+    let id = ConnectionId::random();
+    let callback_url = format!("{}/{}", shared.base_url, id.full());
+    let Ok(callback) = HeaderValue::from_str(&callback_url) else {
+        return Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot build the callback URL",
+        )
+        .into_response();
+    };
+    let (sender, receiver) = mpsc::channel(shared.config.send_queue);
+    let registration = shared.registry.register(id, sender);
+    let connection = Connection {
+        id,
+        frame_url: Arc::new(urls.frame),
+        disconnect_url: urls.disconnect,
+        callback,
+        registration,
+        outbound: receiver,
+    };
+    let span = info_span!("conn", conn.id = %id, client.addr = %client_addr);
+    let task_shared = Arc::clone(&shared);
+    shared.tracker.spawn(
+        async move {
+            info!(
+                frame = %redacted(&connection.frame_url),
+                disconnect = connection.disconnect_url.as_ref().map(redacted).unwrap_or_default(),
+                "connection opened"
+            );
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(task_shared.ws_config),
+                    )
+                    .await;
+                    connection::run(ws, connection, task_shared).await;
+                }
+                Err(e) => {
+                    let ending = Ending::client_gone(&format!("upgrade failed: {e}"));
+                    drop(connection.registration);
+                    if let Some(url) = &connection.disconnect_url {
+                        let _ = task_shared
+                            .backend
+                            .post_disconnect(url, &connection.callback, &ending)
+                            .await;
+                    }
+                    info!(%ending, "connection closed");
+                }
+            }
+        }
+        .instrument(span),
+    );
+
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+/// A backend URL for logs: scheme, host, port and path; the query may carry secrets.
+pub fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.query().is_some() {
+        shown.set_query(Some("…"));
+    }
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allowlist::Allowlist;
+
+    fn allow(patterns: &[&str]) -> Allowlist {
+        let p: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        Allowlist::new(&p, &[]).unwrap_or_default()
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn urls_come_from_query_or_headers() {
+        let a = allow(&[r"http://b\.example/.*"]);
+        let q = "f=http%3A%2F%2Fb.example%2Ff&d=http://b.example/d";
+        let urls = backend_urls(Some(q), &HeaderMap::new(), &a);
+        assert_eq!(
+            urls.map(|u| u.frame.to_string()).ok().as_deref(),
+            Some("http://b.example/f")
+        );
+        let h = headers(&[(HEADER_ON_FRAME, "http://b.example/f")]);
+        let urls = backend_urls(None, &h, &a);
+        assert!(urls.is_ok_and(|u| u.disconnect.is_none()));
+    }
+
+    #[test]
+    fn conflicts_and_bad_urls_are_400_and_refusals_403() {
+        let a = allow(&[r"http://b\.example/.*"]);
+        let h = headers(&[(HEADER_ON_FRAME, "http://b.example/other")]);
+        let r = backend_urls(Some("f=http://b.example/f"), &h, &a);
+        assert_eq!(r.err().map(|r| r.status), Some(StatusCode::BAD_REQUEST));
+        let same = headers(&[(HEADER_ON_FRAME, "http://B.example/f")]);
+        assert!(backend_urls(Some("f=http://b.example/f"), &same, &a).is_ok());
+        for q in [
+            "",
+            "f=nope",
+            "f=ftp://b.example/",
+            "f=http://u:p@b.example/",
+            "f=1&f=2",
+        ] {
+            let r = backend_urls(Some(q), &HeaderMap::new(), &a);
+            assert_eq!(
+                r.err().map(|r| r.status),
+                Some(StatusCode::BAD_REQUEST),
+                "{q}"
+            );
+        }
+        let r = backend_urls(
+            Some("f=http://b.example/f&d=http://evil.example/"),
+            &HeaderMap::new(),
+            &a,
+        );
+        let r = r.err();
+        assert_eq!(r.as_ref().map(|r| r.status), Some(StatusCode::FORBIDDEN));
+        assert!(r.is_some_and(
+            |r| r.message.contains("disconnect URL") && r.message.contains("query parameter d")
+        ));
+    }
+
+    #[test]
+    fn upgrade_headers_are_required() {
+        let r = check_upgrade(&HeaderMap::new());
+        assert_eq!(
+            r.err().map(|r| r.status),
+            Some(StatusCode::UPGRADE_REQUIRED)
+        );
+        let h = headers(&[
+            ("upgrade", "websocket"),
+            ("connection", "keep-alive, Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]);
+        assert!(check_upgrade(&h).is_ok());
+    }
+
+    #[test]
+    fn logged_urls_hide_the_query() {
+        let url =
+            Url::parse("https://b.example/f?token=secret#x").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(redacted(&url), "https://b.example/f?…");
+    }
+}

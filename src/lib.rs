@@ -1,0 +1,35 @@
+//! websocket-bridge: lets HTTP-only backends serve WebSocket clients.
+//!
+//! ```text
+//! [client] <--WebSocket--> [websocket-bridge] <--HTTP POST--> [backend]
+//! ```
+//!
+//! # Layout
+//!
+//! The data path, client to backend: client socket -> [`server`] (accept loop, TLS, routes) ->
+//! [`handshake`] (`GET /connect`: URLs checked by [`allowlist`], id registered in
+//! [`registry`]) -> [`connection`] (one task per socket) -> [`backend`] (frame and disconnect
+//! POSTs) -> backend.
+//!
+//! Backend to client: backend -> [`callback`] (`POST {base-url}/{id}`) -> [`registry`] (id ->
+//! bounded queue) -> [`connection`] task -> client socket.
+//!
+//! Around them: [`config`] (flags, validation), [`tls`] (certificates), [`payload`] (text vs
+//! binary across HTTP), [`close`] (close codes, causes, initiators), [`shutdown`] (signals).
+
+pub mod allowlist;
+pub mod backend;
+pub mod callback;
+pub mod close;
+pub mod config;
+pub mod connection;
+pub mod handshake;
+pub mod payload;
+pub mod registry;
+pub mod server;
+pub mod shutdown;
+pub mod tls;
+
+pub use config::{Cli, Config, ConfigError};
+pub use server::{RunError, run};
+pub use shutdown::shutdown_signal;

@@ -1,0 +1,72 @@
+//! The `websocket-bridge` binary: parse flags, validate the configuration (exit 64 on a bad
+//! one), bind the listener, run until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use tracing_subscriber::EnvFilter;
+use websocket_bridge::{Cli, Config, config::first_line};
+
+/// sysexits.h EX_USAGE: the command was used incorrectly.
+const EX_USAGE: u8 = 64;
+/// sysexits.h EX_UNAVAILABLE: a service is unavailable (e.g. the port is taken).
+const EX_UNAVAILABLE: u8 = 69;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!(
+                "websocket-bridge: {}",
+                first_line(&e.to_string()).trim_start_matches("error: ")
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let config = match Config::try_from(cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("websocket-bridge: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("websocket-bridge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(config.address).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!(
+                    "websocket-bridge: cannot listen on {} (--address): {e}",
+                    config.address
+                );
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        };
+        match websocket_bridge::run(listener, config, websocket_bridge::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("websocket-bridge: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,97 @@
+//! A message's payload and kind as it crosses between WebSocket and HTTP: `text/*` bodies are
+//! text and must be UTF-8, everything else is binary. Owns no I/O.
+
+use bytes::Bytes;
+use reqwest::header::HeaderValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Content type of text messages.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain;charset=UTF-8";
+/// Content type of binary messages.
+pub const BINARY_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// A WebSocket message's payload and kind, as carried over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// UTF-8 text (validated once, where it entered the bridge).
+    Text(Utf8Bytes),
+    /// Arbitrary bytes.
+    Binary(Bytes),
+}
+
+impl Payload {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes().is_empty()
+    }
+
+    /// The payload bytes.
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            Payload::Text(t) => t.as_ref(),
+            Payload::Binary(b) => b,
+        }
+    }
+
+    /// Builds a payload from an HTTP body and its content type: `text/*` is text and must be
+    /// UTF-8; anything else (or no content type) is binary.
+    pub fn from_http(content_type: Option<&HeaderValue>, body: Bytes) -> Result<Self, NotUtf8> {
+        if is_text(content_type) {
+            Utf8Bytes::try_from(body)
+                .map(Payload::Text)
+                .map_err(|_| NotUtf8)
+        } else {
+            Ok(Payload::Binary(body))
+        }
+    }
+}
+
+/// A `text/*` body that is not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the content type is text/* but the body is not valid UTF-8")]
+pub struct NotUtf8;
+
+/// Whether a content type names text (`text/*`, case-insensitive).
+pub fn is_text(content_type: Option<&HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim_start()
+                .get(..5)
+                .is_some_and(|p| p.eq_ignore_ascii_case("text/"))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_content_types() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert!(is_text(Some(&v("text/plain"))));
+        assert!(is_text(Some(&v("Text/HTML; charset=utf-8"))));
+        assert!(!is_text(Some(&v("application/json"))));
+        assert!(!is_text(Some(&v("tex"))));
+        assert!(!is_text(None));
+    }
+
+    #[test]
+    fn text_payloads_must_be_utf8() {
+        let ct = HeaderValue::from_static("text/plain");
+        assert_eq!(
+            Payload::from_http(Some(&ct), Bytes::from_static(b"\xff")),
+            Err(NotUtf8)
+        );
+        assert_eq!(
+            Payload::from_http(None, Bytes::from_static(b"\xff")),
+            Ok(Payload::Binary(Bytes::from_static(b"\xff")))
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! The connection registry: connection id -> the sending half of that connection's bounded
+//! outbound queue.
+//!
+//! A narrow interface (register, look up, remove) so that a later version can spread it over
+//! several bridge nodes. Entries are removed by a [`Registration`] guard when the connection
+//! task drops it, whatever ended the connection. The map's lock is never held across `.await`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use uuid::Uuid;
+
+use crate::payload::Payload;
+
+/// A connection's identifier: a random (v4) UUID from the operating system's CSPRNG. It is the
+/// capability in the callback URL, so its `Display` shows only a short prefix; use
+/// [`ConnectionId::full`] where the whole id is needed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId(Uuid);
+
+impl ConnectionId {
+    /// A fresh random id (122 random bits).
+    pub fn random() -> Self {
+        ConnectionId(Uuid::new_v4())
+    }
+
+    /// Parses an id as it appears in a callback URL (hyphenated lower-case UUID).
+    pub fn parse(s: &str) -> Option<Self> {
+        // Only the canonical form is accepted, so one connection has exactly one URL.
+        let uuid = Uuid::try_parse(s).ok()?;
+        (uuid.hyphenated().to_string() == s).then_some(ConnectionId(uuid))
+    }
+
+    /// The whole id, for building the callback URL. Never log this.
+    pub fn full(&self) -> String {
+        self.0.hyphenated().to_string()
+    }
+
+    /// The first 8 hex digits: enough to correlate log lines, useless as a capability.
+    pub fn short(&self) -> String {
+        let mut s = self.full();
+        s.truncate(8);
+        s
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.short())
+    }
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnectionId({}…)", self.short())
+    }
+}
+
+/// What the callback API asks a connection task to do.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Send one message.
+    Message(Payload),
+    /// Close the socket with this code and reason after the messages queued before it.
+    Close { code: CloseCode, reason: String },
+}
+
+/// The handle the registry keeps for one connection.
+pub type OutboundSender = mpsc::Sender<Outbound>;
+
+/// id -> outbound queue for every open connection on this node.
+#[derive(Default)]
+pub struct Registry {
+    map: Mutex<HashMap<ConnectionId, OutboundSender>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Adds a connection; the entry lives until the returned guard is dropped.
+    pub fn register(self: &Arc<Self>, id: ConnectionId, sender: OutboundSender) -> Registration {
+        self.lock().insert(id, sender);
+        Registration {
+            registry: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// The outbound queue of a live connection.
+    pub fn lookup(&self, id: &ConnectionId) -> Option<OutboundSender> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Removes a connection; later lookups find nothing.
+    pub fn remove(&self, id: &ConnectionId) {
+        self.lock().remove(id);
+    }
+
+    /// Number of registered connections.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no connection is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, OutboundSender>> {
+        // The map holds no invariant a panicking holder could break halfway.
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes its connection from the registry when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Arc<Registry>,
+    id: ConnectionId,
+}
+
+impl Registration {
+    /// The registered id.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_canonical_and_short_in_display() {
+        let id = ConnectionId::random();
+        assert_eq!(ConnectionId::parse(&id.full()), Some(id));
+        assert_eq!(ConnectionId::parse(&id.full().to_uppercase()), None);
+        assert_eq!(ConnectionId::parse("connect"), None);
+        assert_eq!(id.to_string().len(), 8);
+        assert!(!format!("{id:?}").contains(&id.full()));
+    }
+
+    #[test]
+    fn guard_removes_the_entry() {
+        let registry = Arc::new(Registry::default());
+        let id = ConnectionId::random();
+        let (tx, _rx) = mpsc::channel(1);
+        let guard = registry.register(id, tx);
+        assert!(registry.lookup(&id).is_some());
+        drop(guard);
+        assert!(registry.lookup(&id).is_none());
+        assert!(registry.is_empty());
+    }
+}

@@ -1,0 +1,256 @@
+//! Listeners and routes: the accept loop (plain TCP or TLS), HTTP serving with upgrades, the
+//! router (`/connect`, `/healthz`, `/readyz`, the callback API) and graceful shutdown. Owns the
+//! state shared by every connection ([`Shared`]); knows nothing about message handling.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tower_http::cors::{Any, CorsLayer};
+use tracing::{debug, info, warn};
+use url::Url;
+
+use crate::backend::BackendClient;
+use crate::config::Config;
+use crate::registry::Registry;
+
+/// The client's address, put into each request's extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// State shared by every connection and handler.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    /// Base of callback URLs, without a trailing slash.
+    pub(crate) base_url: String,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) backend: BackendClient,
+    /// Cancelled when shutdown starts; every connection task watches it.
+    pub(crate) shutdown: CancellationToken,
+    /// Every HTTP connection and WebSocket connection task, so shutdown can wait for their
+    /// disconnect POSTs.
+    pub(crate) tracker: TaskTracker,
+    pub(crate) ws_config: WebSocketConfig,
+}
+
+/// Errors that stop [`run`] before it serves anything.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The listener has no local address.
+    #[error("cannot read the listener's address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// The backend HTTP client could not be built.
+    #[error("cannot build the backend HTTP client: {0}")]
+    Backend(#[source] reqwest::Error),
+}
+
+/// Serves the bridge on an already-bound listener until `shutdown` resolves, then closes every
+/// connection (Close 1001, disconnect POSTs) within `--shutdown-grace`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let local = listener.local_addr().map_err(RunError::LocalAddr)?;
+    let base_url = effective_base_url(&config, local);
+    let backend = BackendClient::new(config.backend_timeout, config.max_message_size)
+        .map_err(RunError::Backend)?;
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size))
+        .read_buffer_size(16 * 1024);
+    let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+
+    if config.allowlist.is_empty() {
+        warn!(
+            "no --allowlist or --host-suffix-allowlist given: every connection will be refused with 403"
+        );
+    }
+    info!(
+        address = %local,
+        base_url = %base_url,
+        tls = tls.is_some(),
+        allowlist_entries = config.allowlist.len(),
+        "websocket-bridge listening"
+    );
+
+    let shared = Arc::new(Shared {
+        config,
+        base_url,
+        registry: Arc::new(Registry::default()),
+        backend,
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        ws_config,
+    });
+    let router = router(Arc::clone(&shared));
+
+    tokio::pin!(shutdown);
+    let mut accept_errors = 0u32;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    accept_errors = 0;
+                    let conn = serve_connection(stream, addr, router.clone(), tls.clone(), Arc::clone(&shared));
+                    shared.tracker.spawn(conn);
+                }
+                Err(e) => {
+                    // EMFILE and friends: say so once per burst, back off, keep serving.
+                    if accept_errors == 0 {
+                        warn!(error = %e, "accept failed; backing off");
+                    }
+                    accept_errors = accept_errors.saturating_add(1);
+                    let backoff = Duration::from_millis(10u64 << accept_errors.min(7));
+                    tokio::time::sleep(backoff).await;
+                }
+            },
+        }
+    }
+
+    drop(listener);
+    let open = shared.registry.len();
+    info!(open_connections = open, grace = ?shared.config.shutdown_grace, "shutting down");
+    shared.shutdown.cancel();
+    shared.tracker.close();
+    let drained = tokio::time::timeout(shared.config.shutdown_grace, async {
+        shared.tracker.wait().await;
+    })
+    .await;
+    match drained {
+        Ok(()) => info!("shutdown complete"),
+        Err(_) => warn!(
+            still_open = shared.registry.len(),
+            "shutdown grace period ended with connections still closing"
+        ),
+    }
+    Ok(())
+}
+
+/// The base of callback URLs: `--base-url`, or `http(s)://{bound address}`.
+fn effective_base_url(config: &Config, local: SocketAddr) -> String {
+    match &config.base_url {
+        Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+        None => {
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let host = if local.ip().is_unspecified() {
+                warn!(
+                    "listening on an unspecified address without --base-url: callback URLs will name 127.0.0.1; set --base-url to the URL backends can reach"
+                );
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+            } else {
+                local
+            };
+            format!("{scheme}://{host}")
+        }
+    }
+}
+
+/// The path callback URLs live under (the base URL's path, without a trailing slash).
+fn callback_base_path(base_url: &str) -> String {
+    Url::parse(base_url)
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+/// Builds the router for one bridge.
+fn router(shared: Arc<Shared>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST, Method::GET, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(86_400));
+    let callback_path = format!("{}/{{id}}", callback_base_path(&shared.base_url));
+    Router::new()
+        .route("/connect", get(crate::handshake::connect))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route(
+            &callback_path,
+            post(crate::callback::post_message).layer(cors),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: this bridge serves GET /connect, GET /healthz, GET /readyz and the callback API\n") })
+        .with_state(shared)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+/// Serves one accepted TCP connection: TLS handshake if configured, then HTTP/1.1 or HTTP/2
+/// with upgrades.
+async fn serve_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    let _ = stream.set_nodelay(true);
+    let timeout = shared.config.handshake_timeout;
+    match tls {
+        None => serve_http(stream, addr, router, &shared).await,
+        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => serve_http(tls_stream, addr, router, &shared).await,
+            Ok(Err(e)) => debug!(client.addr = %addr, error = %e, "TLS handshake failed"),
+            Err(_) => debug!(client.addr = %addr, "TLS handshake timed out"),
+        },
+    }
+}
+
+async fn serve_http<IO>(io: IO, addr: SocketAddr, router: Router, shared: &Shared)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = router.map_request(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ClientAddr(addr));
+        request
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.handshake_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let connection =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    let connection = std::pin::pin!(connection);
+    let shutdown = shared.shutdown.clone();
+    let mut connection = connection;
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                debug!(client.addr = %addr, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
