@@ -314,8 +314,8 @@ where
                 }
             }
         } else if ending.cause == Cause::ClientClose {
-            // Flushes the Close reply tungstenite queued.
-            let _ = ws.close(None).await;
+            // tungstenite queued the Close reply when it read the client's Close; send it.
+            let _ = ws.flush().await;
         }
     };
     if tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, finish)

@@ -1,0 +1,170 @@
+//! The callback API from an unrelated HTTP client: 202, 404 after close and for unknown ids,
+//! 400 for invalid UTF-8 text, 413 over the size limit, cross-origin use, 503 when full.
+
+mod common;
+
+use common::*;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn callback_of(backend: &Backend, client: &mut Client) -> String {
+    send_text(client, "hello").await;
+    backend.wait_for("/frame", 1).await[0]
+        .header("x-ws-proxy-send")
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn unknown_ids_and_closed_connections_get_404() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &[]).await;
+        let http = http_client();
+        for path in ["/00000000-0000-4000-8000-000000000000", "/not-a-uuid", "/"] {
+            let r = http.post(bridge.http(path)).body("x").send().await.unwrap();
+            assert_eq!(r.status(), 404, "{path}");
+            assert!(!r.text().await.unwrap().is_empty(), "404 has a message");
+        }
+
+        let mut client = bridge.client(&backend, "/frame", Some("/disconnect")).await;
+        let callback = callback_of(&backend, &mut client).await;
+        let r = http.post(&callback).body("x").send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        client.close(None).await.unwrap();
+        backend.wait_for("/disconnect", 1).await;
+        let r = http.post(&callback).body("x").send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert!(r.text().await.unwrap().contains("no open connection"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_is_400_and_oversized_bodies_are_413() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &["--max-message-size", "1KiB"]).await;
+        let mut client = bridge.client(&backend, "/frame", None).await;
+        let callback = callback_of(&backend, &mut client).await;
+        let http = http_client();
+
+        let r = http
+            .post(&callback)
+            .header("content-type", "text/plain")
+            .body(vec![0xffu8, 0xfe, 0x41])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("UTF-8"));
+
+        let r = http
+            .post(&callback)
+            .body(vec![7u8; 1025])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        assert!(r.text().await.unwrap().contains("--max-message-size"));
+
+        // Exactly at the limit is fine; without a content length (chunked) too.
+        let r = http
+            .post(&callback)
+            .body(vec![7u8; 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(
+            next_message(&mut client).await,
+            Message::binary(vec![7u8; 1024])
+        );
+        let chunks = futures_util::stream::iter(vec![
+            Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from(vec![1u8; 600]))),
+            Ok(http_body::Frame::data(bytes::Bytes::from(vec![2u8; 600]))),
+        ]);
+        let r = http
+            .post(&callback)
+            .body(reqwest::Body::wrap(http_body_util::StreamBody::new(chunks)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn callbacks_are_usable_cross_origin() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &[]).await;
+        let mut client = bridge.client(&backend, "/frame", None).await;
+        let callback = callback_of(&backend, &mut client).await;
+        let http = http_client();
+        let preflight = http
+            .request(reqwest::Method::OPTIONS, &callback)
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .await
+            .unwrap();
+        assert!(preflight.status().is_success());
+        assert_eq!(
+            preflight.headers()["access-control-allow-origin"]
+                .to_str()
+                .unwrap(),
+            "*"
+        );
+        let methods = preflight.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap();
+        assert!(methods.contains("POST"), "{methods}");
+        let r = http
+            .post(&callback)
+            .header("origin", "https://app.example")
+            .header("content-type", "text/plain")
+            .body("from a browser")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(
+            r.headers()["access-control-allow-origin"].to_str().unwrap(),
+            "*"
+        );
+        assert_eq!(
+            next_message(&mut client).await,
+            Message::text("from a browser")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_send_queue_answers_503_with_retry_after() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &["--send-queue", "4"]).await;
+        // A client that reads nothing: its socket buffers fill, then the queue.
+        let mut client = bridge.client(&backend, "/frame", None).await;
+        let callback = callback_of(&backend, &mut client).await;
+        let http = http_client();
+        let big = vec![0u8; 512 * 1024];
+        let mut saw_503 = None;
+        for i in 0..400 {
+            let r = http.post(&callback).body(big.clone()).send().await.unwrap();
+            if r.status() == 503 {
+                saw_503 = Some((i, r.headers().get("retry-after").cloned()));
+                assert!(r.text().await.unwrap().contains("queue is full"));
+                break;
+            }
+            assert_eq!(r.status(), 202);
+        }
+        let (_, retry_after) = saw_503.expect("a 503 once the queue is full");
+        assert_eq!(retry_after.unwrap().to_str().unwrap(), "1");
+        drop(client);
+    })
+    .await;
+}

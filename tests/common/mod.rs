@@ -1,0 +1,350 @@
+//! Test harness: a recording HTTP backend, a bridge on 127.0.0.1:0, WebSocket clients.
+//! Everything runs over real loopback sockets.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Upper bound for any single test.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a test body with an upper time bound.
+pub async fn bounded<F: Future<Output = T>, T>(f: F) -> T {
+    match tokio::time::timeout(TEST_TIMEOUT, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("test did not finish within {TEST_TIMEOUT:?}"),
+    }
+}
+
+/// One request the backend received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn seq(&self) -> Option<u64> {
+        self.header("x-ws-proxy-seq").and_then(|s| s.parse().ok())
+    }
+}
+
+/// A real HTTP backend on 127.0.0.1:0 that records every request in arrival order.
+///
+/// Paths: `/frame` and `/disconnect` answer 204; `/fail` 500; `/hang` never answers;
+/// `/redirect` 307 to `/frame`; `/echo` 200 with the request's body and content type;
+/// `/slow` answers 204 after 50 ms.
+#[derive(Clone)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<Recorded>>>,
+    changed: Arc<Notify>,
+}
+
+impl Backend {
+    pub async fn start() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        Self::serve(listener).await
+    }
+
+    /// Serves the recording backend on a given listener (to restart on the same port).
+    pub async fn serve(listener: TcpListener) -> Backend {
+        let addr = listener.local_addr().expect("backend addr");
+        let backend = Backend {
+            addr,
+            log: Arc::default(),
+            changed: Arc::default(),
+        };
+        let app = Router::new().fallback(record).with_state(backend.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        backend
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The allowlist regex admitting exactly this backend.
+    pub fn allowlist(&self) -> String {
+        format!(r"http://127\.0\.0\.1:{}/.*", self.addr.port())
+    }
+
+    pub fn requests(&self, path: &str) -> Vec<Recorded> {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
+    }
+
+    /// Waits until at least `n` requests to `path` arrived; returns them.
+    pub async fn wait_for(&self, path: &str, n: usize) -> Vec<Recorded> {
+        loop {
+            let notified = self.changed.notified();
+            if self.count(path) >= n {
+                return self.requests(path);
+            }
+            if tokio::time::timeout(Duration::from_secs(20), notified)
+                .await
+                .is_err()
+            {
+                panic!(
+                    "backend saw {} request(s) to {path}, expected {n}",
+                    self.requests(path).len()
+                );
+            }
+        }
+    }
+
+    /// Asserts that, after a short settle time, exactly `n` requests reached `path`.
+    pub async fn assert_exactly(&self, path: &str, n: usize) -> Vec<Recorded> {
+        let seen = self.wait_for(path, n).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let later = self.requests(path);
+        assert_eq!(
+            later.len(),
+            n,
+            "expected exactly {n} request(s) to {path}, got {later:#?}"
+        );
+        seen
+    }
+}
+
+async fn record(State(backend): State<Backend>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let headers = request.headers().clone();
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    backend.log.lock().expect("log").push(Recorded {
+        path: path.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    backend.changed.notify_waiters();
+    match path.as_str() {
+        "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "nope").into_response(),
+        "/hang" => {
+            std::future::pending::<()>().await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        "/redirect" => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, "/frame")],
+        )
+            .into_response(),
+        "/echo" => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response()
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// A bridge running in-process on 127.0.0.1:0.
+pub struct Bridge {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Bridge {
+    /// Starts a bridge with the given flags (`--address` is added).
+    pub async fn start(args: &[&str]) -> Bridge {
+        let mut all = vec!["--address", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let config = websocket_bridge::Config::from_args(all).expect("valid config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind bridge");
+        Self::start_with(listener, config).await
+    }
+
+    pub async fn start_with(listener: TcpListener, config: websocket_bridge::Config) -> Bridge {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "websocket_bridge=debug".into()),
+            )
+            .try_init();
+        let addr = listener.local_addr().expect("bridge addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            websocket_bridge::run(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("bridge run");
+        });
+        Bridge {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A bridge admitting exactly `backend`.
+    pub async fn for_backend(backend: &Backend, extra: &[&str]) -> Bridge {
+        let allow = backend.allowlist();
+        let mut args = vec!["--allowlist", allow.as_str()];
+        args.extend_from_slice(extra);
+        Bridge::start(&args).await
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// `ws://…/connect?f=…&d=…` with both URLs query-encoded.
+    pub fn connect_url(&self, frame: &str, disconnect: Option<&str>) -> String {
+        let mut url = format!("ws://{}/connect?f={}", self.addr, encode(frame));
+        if let Some(d) = disconnect {
+            url.push_str("&d=");
+            url.push_str(&encode(d));
+        }
+        url
+    }
+
+    /// Connects a WebSocket client to `frame` (and `disconnect`) on `backend`.
+    pub async fn client(&self, backend: &Backend, frame: &str, disconnect: Option<&str>) -> Client {
+        let d = disconnect.map(|d| backend.url(d));
+        connect(&self.connect_url(&backend.url(frame), d.as_deref())).await
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("bridge task");
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    client
+}
+
+/// Connects and expects the handshake to be refused; returns status and body.
+pub async fn refused(url: &str) -> (StatusCode, String) {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => panic!("handshake to {url} unexpectedly succeeded"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            (status, body)
+        }
+        Err(e) => panic!("handshake to {url} failed without an HTTP answer: {e}"),
+    }
+}
+
+/// The next data message (text or binary), skipping pings/pongs; panics on close.
+pub async fn next_message(client: &mut Client) -> Message {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), client.next())
+            .await
+            .expect("no message within 20 s")
+            .expect("stream ended")
+            .expect("read error");
+        match message {
+            Message::Text(_) | Message::Binary(_) => return message,
+            Message::Close(frame) => panic!("closed by the bridge: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads until the bridge's Close frame arrives; returns it. Data messages before it are
+/// skipped.
+pub async fn expect_close(client: &mut Client) -> CloseFrame {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), client.next())
+            .await
+            .expect("no close within 20 s");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("read error before close: {e}"),
+            None => panic!("stream ended without a close frame"),
+        }
+    }
+}
+
+/// Sends a text message.
+pub async fn send_text(client: &mut Client, text: &str) {
+    client.send(Message::text(text)).await.expect("send text");
+}
+
+/// An HTTP client for the callback API.
+pub fn http_client() -> reqwest::Client {
+    websocket_bridge::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client")
+}
