@@ -73,7 +73,7 @@ impl Allowlist {
                     .map(|re| (p.clone(), re))
                     .map_err(|e| AllowlistError::Regex {
                         pattern: p.clone(),
-                        reason: crate::config::first_line(&e.to_string()),
+                        reason: last_line(&e.to_string()),
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -121,6 +121,17 @@ impl Allowlist {
                     .is_some_and(|rest| rest.ends_with('.'))
         })
     }
+}
+
+/// The last non-empty line of a multi-line message (regex errors end with the diagnosis).
+fn last_line(message: &str) -> String {
+    message
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(message)
+        .trim()
+        .to_owned()
 }
 
 fn normalise_suffix(raw: &str) -> Result<String, AllowlistError> {

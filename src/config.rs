@@ -149,7 +149,7 @@ pub struct Config {
     /// Where to listen (resolved from `--address`).
     pub address: SocketAddr,
     /// Public base URL without a trailing slash; `None` means "derive from the bound address".
-    pub base_url: Option<Url>,
+    pub base_url: Option<String>,
     /// Which backend URLs clients may name.
     pub allowlist: Arc<Allowlist>,
     /// TLS server configuration when `--cert`/`--key` are set.
@@ -172,7 +172,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("address", &self.address)
-            .field("base_url", &self.base_url.as_ref().map(Url::as_str))
+            .field("base_url", &self.base_url)
             .field("allowlist", &self.allowlist)
             .field("tls", &self.tls.is_some())
             .field("max_message_size", &self.max_message_size)
@@ -293,12 +293,13 @@ fn resolve_address(value: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 /// Checks a `--base-url` and normalises it to have no trailing slash.
-fn parse_base_url(value: &str) -> Result<Url, ConfigError> {
+fn parse_base_url(value: &str) -> Result<String, ConfigError> {
     let err = |reason: &str| ConfigError::BaseUrl {
         value: value.to_owned(),
         reason: reason.to_owned(),
     };
-    let mut url = Url::parse(value).map_err(|e| err(&format!("not an absolute URL ({e})")))?;
+    let mut url =
+        Url::parse(value.trim()).map_err(|e| err(&format!("not an absolute URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(err("the scheme must be http or https"));
     }
@@ -313,7 +314,7 @@ fn parse_base_url(value: &str) -> Result<Url, ConfigError> {
     }
     let trimmed = url.path().trim_end_matches('/').to_owned();
     url.set_path(&trimmed);
-    Ok(url)
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// Parses a byte count with an optional binary (`KiB`, `MiB`, `GiB`) or decimal (`KB`, `MB`,
@@ -365,10 +366,12 @@ mod tests {
 
     #[test]
     fn base_url_loses_its_trailing_slash() {
-        let url = parse_base_url("https://bridge.example/ws/").map(|u| u.to_string());
+        let url = parse_base_url("https://bridge.example/ws/");
         assert_eq!(url.ok().as_deref(), Some("https://bridge.example/ws"));
-        let url = parse_base_url("https://bridge.example/").map(|u| u.to_string());
+        let url = parse_base_url("https://bridge.example/");
         assert_eq!(url.ok().as_deref(), Some("https://bridge.example"));
+        let url = parse_base_url("https://bridge.example:8443");
+        assert_eq!(url.ok().as_deref(), Some("https://bridge.example:8443"));
         assert!(parse_base_url("ftp://bridge.example").is_err());
         assert!(parse_base_url("https://u:p@bridge.example").is_err());
         assert!(parse_base_url("https://bridge.example/?q=1").is_err());

@@ -313,12 +313,13 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
 
 /// A backend URL for logs: scheme, host, port and path; the query may carry secrets.
 pub fn redacted(url: &Url) -> String {
-    let mut shown = url.clone();
-    if shown.query().is_some() {
-        shown.set_query(Some("…"));
+    let end = url::Position::AfterPath;
+    let shown = &url[..end];
+    if url.query().is_some() {
+        format!("{shown}?…")
+    } else {
+        shown.to_owned()
     }
-    shown.set_fragment(None);
-    shown.to_string()
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ pub async fn run(
 /// The base of callback URLs: `--base-url`, or `http(s)://{bound address}`.
 fn effective_base_url(config: &Config, local: SocketAddr) -> String {
     match &config.base_url {
-        Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+        Some(url) => url.clone(),
         None => {
             let scheme = if config.tls.is_some() {
                 "https"

@@ -1,6 +1,8 @@
 //! The callback API from an unrelated HTTP client: 202, 404 after close and for unknown ids,
 //! 400 for invalid UTF-8 text, 413 over the size limit, cross-origin use, 503 when full.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

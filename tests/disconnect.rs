@@ -1,6 +1,8 @@
 //! Exactly one disconnect POST for every way a connection ends, with the close code, reason,
 //! initiator and cause; the client sees the matching Close frame.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Client -> backend and backend -> client messages over real sockets: content types, bodies,
 //! sequence numbers, callback header, ordering, replies in response bodies, pings.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -114,7 +116,7 @@ async fn ten_thousand_messages_arrive_in_order_without_gaps_or_repeats() {
     bounded(async {
         let backend = Backend::start().await;
         let bridge = Bridge::for_backend(&backend, &[]).await;
-        let mut client = bridge.client(&backend, "/frame", None).await;
+        let client = bridge.client(&backend, "/frame", None).await;
         const N: usize = 10_000;
         let (mut sink, mut stream) = client.split();
         let writer = tokio::spawn(async move {

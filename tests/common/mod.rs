@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -303,7 +304,9 @@ pub async fn refused(url: &str) -> (StatusCode, String) {
 }
 
 /// The next data message (text or binary), skipping pings/pongs; panics on close.
-pub async fn next_message(client: &mut Client) -> Message {
+pub async fn next_message<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+) -> Message {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(20), client.next())
             .await
@@ -320,13 +323,19 @@ pub async fn next_message(client: &mut Client) -> Message {
 
 /// Reads until the bridge's Close frame arrives; returns it. Data messages before it are
 /// skipped.
-pub async fn expect_close(client: &mut Client) -> CloseFrame {
+pub async fn expect_close<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+) -> CloseFrame {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(20), client.next())
             .await
             .expect("no close within 20 s");
         match message {
-            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(Message::Close(Some(frame)))) => {
+                // Like a browser: answer the Close at once (tungstenite queued the reply).
+                let _ = client.flush().await;
+                return frame;
+            }
             Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
             Some(Ok(_)) => {}
             Some(Err(e)) => panic!("read error before close: {e}"),
@@ -336,7 +345,10 @@ pub async fn expect_close(client: &mut Client) -> CloseFrame {
 }
 
 /// Sends a text message.
-pub async fn send_text(client: &mut Client, text: &str) {
+pub async fn send_text<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+    text: &str,
+) {
     client.send(Message::text(text)).await.expect("send text");
 }
 

@@ -1,0 +1,188 @@
+//! TLS with a certificate chain generated inside the test (root -> intermediate -> leaf):
+//! wss:// for the client and an https callback URL; and TLS misconfiguration exiting 64.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls_pki_types::pem::PemObject;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Pki {
+    root_pem: String,
+    chain_pem: String,
+    key_pem: String,
+}
+
+fn pki() -> Pki {
+    let ca_params = || {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p
+    };
+    let root = CertifiedIssuer::self_signed(ca_params(), KeyPair::generate().unwrap()).unwrap();
+    let intermediate =
+        CertifiedIssuer::signed_by(ca_params(), KeyPair::generate().unwrap(), &root).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &intermediate)
+        .unwrap();
+    Pki {
+        root_pem: root.pem(),
+        chain_pem: format!("{}{}", leaf.pem(), intermediate.pem()),
+        key_pem: leaf_key.serialize_pem(),
+    }
+}
+
+#[tokio::test]
+async fn wss_and_https_callbacks_work_with_a_certificate_chain() {
+    bounded(async {
+        websocket_bridge::tls::install_crypto_provider();
+        let pki = pki();
+        let dir = tempdir();
+        let cert = dir.join("chain.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, &pki.chain_pem).unwrap();
+        std::fs::write(&key, &pki.key_pem).unwrap();
+
+        let backend = Backend::start().await;
+        let allow = backend.allowlist();
+        let bridge = Bridge::start(&[
+            "--allowlist",
+            &allow,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .await;
+
+        // wss:// client trusting only the root.
+        let mut roots = rustls::RootCertStore::empty();
+        let root_der = rustls_pki_types::CertificateDer::from_pem_slice(pki.root_pem.as_bytes());
+        roots.add(root_der.unwrap()).unwrap();
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let tcp = TcpStream::connect(bridge.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        let url = format!(
+            "wss://localhost:{}/connect?f={}&d={}",
+            bridge.addr.port(),
+            encode(&backend.url("/frame")),
+            encode(&backend.url("/disconnect"))
+        );
+        let (mut client, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+        send_text(&mut client, "over tls").await;
+        let frame = &backend.wait_for("/frame", 1).await[0];
+        assert_eq!(frame.body, "over tls");
+        let callback = frame.header("x-ws-proxy-send").unwrap().to_owned();
+        assert!(
+            callback.starts_with(&format!("https://127.0.0.1:{}/", bridge.addr.port())),
+            "{callback}"
+        );
+
+        // https callback from a client that trusts only the root.
+        let http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(pki.root_pem.as_bytes()).unwrap()])
+            .build()
+            .unwrap();
+        let r = http
+            .post(&callback)
+            .header("content-type", "text/plain")
+            .body("back over https")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(
+            next_message(&mut client).await,
+            Message::text("back over https")
+        );
+
+        client.close(None).await.unwrap();
+        backend.wait_for("/disconnect", 1).await;
+    })
+    .await;
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ws-bridge-test-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+fn run_binary(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configurations_exit_64_with_one_line_naming_the_flag() {
+    let dir = tempdir();
+    let cert = dir.join("chain.pem");
+    let pki = pki();
+    std::fs::write(&cert, &pki.chain_pem).unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--cert", cert.to_str().unwrap()], "--key"),
+        (vec!["--key", cert.to_str().unwrap()], "--cert"),
+        (
+            vec![
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                cert.to_str().unwrap(),
+            ],
+            "--key",
+        ),
+        (
+            vec![
+                "--cert",
+                "/nonexistent/chain.pem",
+                "--key",
+                "/nonexistent/key.pem",
+            ],
+            "--cert",
+        ),
+        (vec!["--allowlist", "(unclosed"], "--allowlist"),
+        (vec!["--max-message-size", "lots"], "--max-message-size"),
+        (vec!["--backend-timeout", "soon"], "--backend-timeout"),
+        (vec!["--base-url", "ftp://x"], "--base-url"),
+        (vec!["--no-such-flag"], "--no-such-flag"),
+    ];
+    for (args, flag) in cases {
+        let (code, stderr) = run_binary(&args);
+        assert_eq!(code, Some(64), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{args:?}: one line, got {stderr}"
+        );
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}
