@@ -170,3 +170,46 @@ async fn a_full_send_queue_answers_503_with_retry_after() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_base_url_with_a_path_and_trailing_slash_builds_clean_callback_urls() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/push/", listener.local_addr().unwrap());
+        let config = websocket_bridge::Config::from_args([
+            "--allowlist",
+            &backend.allowlist(),
+            "--base-url",
+            &base,
+        ])
+        .unwrap();
+        let bridge = Bridge::start_with(listener, config).await;
+        let mut client = bridge.client(&backend, "/frame", None).await;
+        let callback = callback_of(&backend, &mut client).await;
+        let prefix = format!("http://{}/push/", bridge.addr);
+        assert!(callback.starts_with(&prefix), "{callback}");
+        assert!(!callback[7..].contains("//"), "{callback}");
+        let r = http_client()
+            .post(&callback)
+            .body("via path")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(
+            next_message(&mut client).await,
+            Message::binary(b"via path".to_vec())
+        );
+        // Not served at the root.
+        let id = callback.rsplit('/').next().unwrap();
+        let r = http_client()
+            .post(bridge.http(&format!("/{id}")))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    })
+    .await;
+}
