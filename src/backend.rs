@@ -27,6 +27,34 @@ pub const HEADER_CLOSE_INITIATOR: &str = "x-ws-proxy-close-initiator";
 /// `x-ws-proxy-close-cause`: the cause keyword (disconnect POSTs).
 pub const HEADER_CLOSE_CAUSE: &str = "x-ws-proxy-close-cause";
 
+/// Longest body of a connect hook's refusal that is passed on to the client.
+pub const MAX_REFUSAL_BODY: usize = 4096;
+
+/// `x-ws-proxy-request-uri`: the client's original path and query (connect hook).
+pub const HEADER_REQUEST_URI: &str = "x-ws-proxy-request-uri";
+
+/// What a connect hook decided.
+#[derive(Debug)]
+pub enum ConnectAnswer {
+    /// 2xx: complete the upgrade.
+    Accept {
+        /// The hook's `Sec-WebSocket-Protocol`, if any.
+        subprotocol: Option<String>,
+        /// A non-empty answer body: the first message to the client.
+        first_message: Option<Payload>,
+    },
+    /// Non-2xx: refuse the handshake with this status and (at most [`MAX_REFUSAL_BODY`] bytes
+    /// of) this body.
+    Refuse {
+        /// The hook's status.
+        status: StatusCode,
+        /// The hook's content type.
+        content_type: Option<HeaderValue>,
+        /// The hook's body, cut to [`MAX_REFUSAL_BODY`] bytes.
+        body: Bytes,
+    },
+}
+
 /// A backend request that failed. Every variant ends the connection with 1011.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -137,6 +165,64 @@ impl BackendClient {
         Payload::from_http(content_type.as_ref(), body)
             .map(Some)
             .map_err(|_| BackendError::ReplyNotUtf8)
+    }
+
+    /// POSTs to the connect hook before the upgrade completes. `headers` are the client's
+    /// handshake headers to forward (already filtered by the caller).
+    pub async fn post_connect(
+        &self,
+        url: &Url,
+        callback: &HeaderValue,
+        headers: reqwest::header::HeaderMap,
+    ) -> Result<ConnectAnswer, BackendError> {
+        let mut response = self
+            .http
+            .post(url.clone())
+            .headers(headers)
+            .header(HEADER_SEND, callback.clone())
+            .body(Bytes::new())
+            .send()
+            .await
+            .map_err(BackendError::from_reqwest)?;
+        let status = response.status();
+        let content_type = response.headers().get(CONTENT_TYPE).cloned();
+        if !status.is_success() {
+            let mut body = BytesMut::new();
+            while body.len() < MAX_REFUSAL_BODY {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        let room = MAX_REFUSAL_BODY - body.len();
+                        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(BackendError::from_reqwest(e)),
+                }
+            }
+            return Ok(ConnectAnswer::Refuse {
+                status,
+                content_type,
+                body: body.freeze(),
+            });
+        }
+        let subprotocol = response
+            .headers()
+            .get(reqwest::header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        let body = self.read_body(response).await?;
+        let first_message = if body.is_empty() {
+            None
+        } else {
+            Some(
+                Payload::from_http(content_type.as_ref(), body)
+                    .map_err(|_| BackendError::ReplyNotUtf8)?,
+            )
+        };
+        Ok(ConnectAnswer::Accept {
+            subprotocol,
+            first_message,
+        })
     }
 
     /// POSTs the disconnect notice for an ended connection.

@@ -1,17 +1,22 @@
 //! The callback API at `{base-url}/{id}`: backends (or anyone holding the URL) POST a body to
-//! send it to that client as one message. Owns the mapping from API failures to status codes;
+//! send it to that client as one message, DELETE to close the socket, GET to read its counters. Owns the mapping from API failures to status codes;
 //! it never writes to a client socket itself, only to the connection's bounded queue.
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
-use tokio::sync::mpsc::error::TrySendError;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::debug;
 
+use crate::close::MAX_REASON_BYTES;
 use crate::payload::Payload;
 use crate::registry::{ConnectionId, Outbound};
 use crate::server::Shared;
@@ -48,6 +53,9 @@ pub enum ApiError {
     /// 400: the body could not be read.
     #[error("the request body could not be read: {0}")]
     BadBody(String),
+    /// 400: invalid `code` or `reason` on `DELETE`.
+    #[error("{0}")]
+    BadClose(String),
 }
 
 impl ApiError {
@@ -56,7 +64,9 @@ impl ApiError {
         match self {
             ApiError::UnknownConnection => StatusCode::NOT_FOUND,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotUtf8 | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotUtf8 | ApiError::BadBody(_) | ApiError::BadClose(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
@@ -86,7 +96,8 @@ pub(crate) async fn post_message(
     let sender = shared
         .registry
         .lookup(&id)
-        .ok_or(ApiError::UnknownConnection)?;
+        .ok_or(ApiError::UnknownConnection)?
+        .sender;
     let limit = shared.config.max_message_size;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -119,5 +130,170 @@ pub(crate) async fn post_message(
             })
         }
         Err(TrySendError::Closed(_)) => Err(ApiError::UnknownConnection),
+    }
+}
+
+/// How long `DELETE` waits for room in a full queue before answering 503.
+pub const CLOSE_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `DELETE {base-url}/{id}?code=&reason=`: close the socket after the messages already
+/// accepted. 204 once the close is queued.
+pub(crate) async fn delete_connection(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<StatusCode, ApiError> {
+    let id = ConnectionId::parse(&id).ok_or(ApiError::UnknownConnection)?;
+    let (code, reason) = close_params(query.as_deref()).map_err(ApiError::BadClose)?;
+    let handle = shared
+        .registry
+        .lookup(&id)
+        .ok_or(ApiError::UnknownConnection)?;
+    let close = Outbound::Close {
+        code: CloseCode::from(code),
+        reason,
+    };
+    match handle.sender.send_timeout(close, CLOSE_QUEUE_WAIT).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(SendTimeoutError::Timeout(_)) => Err(ApiError::QueueFull {
+            capacity: handle.sender.max_capacity(),
+        }),
+        Err(SendTimeoutError::Closed(_)) => Err(ApiError::UnknownConnection),
+    }
+}
+
+/// Parses `code` (1000 or 3000-4999; default 1000) and `reason` (at most 123 bytes of UTF-8)
+/// from a raw query string.
+pub fn close_params(query: Option<&str>) -> Result<(u16, String), String> {
+    let mut code = 1000u16;
+    let mut reason = String::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value)
+            .ok_or_else(|| format!("query parameter {key} is not valid percent-encoded UTF-8"))?;
+        match key {
+            "code" => {
+                code = value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|c| *c == 1000 || (3000..=4999).contains(c))
+                    .ok_or_else(|| {
+                        format!("close code {value:?} is not allowed: use 1000 or 3000-4999")
+                    })?;
+            }
+            "reason" => {
+                if value.len() > MAX_REASON_BYTES {
+                    return Err(format!(
+                        "close reason is {} bytes long; at most {MAX_REASON_BYTES} bytes of UTF-8 fit in a Close frame",
+                        value.len()
+                    ));
+                }
+                reason = value;
+            }
+            _ => {}
+        }
+    }
+    Ok((code, reason))
+}
+
+/// Decodes `%XX` escapes and `+` (as space); `None` if the result is not UTF-8 or an escape is
+/// malformed.
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The body of `GET {base-url}/{id}`.
+#[derive(Debug, serde::Serialize)]
+pub struct ConnectionInfo {
+    /// The connection id.
+    pub id: String,
+    /// When the upgrade completed (RFC 3339, UTC).
+    pub connected_at: String,
+    /// The selected subprotocol, or null.
+    pub subprotocol: Option<String>,
+    /// Messages received from the client.
+    pub messages_in: u64,
+    /// Payload bytes received from the client.
+    pub bytes_in: u64,
+    /// Messages written to the client.
+    pub messages_out: u64,
+    /// Payload bytes written to the client.
+    pub bytes_out: u64,
+    /// Last frame from or message to the client (RFC 3339, UTC).
+    pub last_activity: String,
+}
+
+/// `GET {base-url}/{id}`: facts about a live connection as JSON.
+pub(crate) async fn get_connection(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<ConnectionInfo>, ApiError> {
+    let id = ConnectionId::parse(&id).ok_or(ApiError::UnknownConnection)?;
+    let handle = shared
+        .registry
+        .lookup(&id)
+        .ok_or(ApiError::UnknownConnection)?;
+    let stats = &handle.stats;
+    Ok(Json(ConnectionInfo {
+        id: id.full(),
+        connected_at: humantime::format_rfc3339_millis(stats.connected_at).to_string(),
+        subprotocol: stats.subprotocol.clone(),
+        messages_in: stats.messages_in.load(Ordering::Relaxed),
+        bytes_in: stats.bytes_in.load(Ordering::Relaxed),
+        messages_out: stats.messages_out.load(Ordering::Relaxed),
+        bytes_out: stats.bytes_out.load(Ordering::Relaxed),
+        last_activity: humantime::format_rfc3339_millis(stats.last_activity()).to_string(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_params_are_checked() {
+        assert_eq!(close_params(None), Ok((1000, String::new())));
+        assert_eq!(
+            close_params(Some("code=4000&reason=bye%20now")),
+            Ok((4000, "bye now".to_owned()))
+        );
+        assert_eq!(
+            close_params(Some("reason=%C3%A9t%C3%A9")),
+            Ok((1000, "été".to_owned()))
+        );
+        for bad in [
+            "code=1001",
+            "code=2999",
+            "code=5000",
+            "code=x",
+            "reason=%FF",
+            "reason=%4",
+        ] {
+            assert!(close_params(Some(bad)).is_err(), "{bad}");
+        }
+        let long = "a".repeat(124);
+        assert!(close_params(Some(&format!("reason={long}"))).is_err());
+        assert!(close_params(Some(&format!("reason={}", &long[..123]))).is_ok());
     }
 }

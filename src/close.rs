@@ -50,6 +50,10 @@ pub enum Cause {
     ClientTooSlow,
     /// The bridge is shutting down.
     Shutdown,
+    /// The client was silent (no message, no pong) for `--idle-timeout`.
+    IdleTimeout,
+    /// The connection reached `--max-connection-lifetime`.
+    Lifetime,
 }
 
 impl Cause {
@@ -64,6 +68,8 @@ impl Cause {
             Cause::BackendClose => "backend-close",
             Cause::ClientTooSlow => "client-too-slow",
             Cause::Shutdown => "shutdown",
+            Cause::IdleTimeout => "idle-timeout",
+            Cause::Lifetime => "lifetime",
         }
     }
 }

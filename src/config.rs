@@ -105,6 +105,19 @@ pub struct Cli {
     #[arg(long, env = "WS_BRIDGE_HANDSHAKE_TIMEOUT", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// Interval between the bridge's pings to each client. [default: 30s]
+    #[arg(long, env = "WS_BRIDGE_PING_INTERVAL", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A client silent this long (no message, no pong) is closed with 1001; checked at each
+    /// ping, so the close comes at most one --ping-interval later. [default: 90s]
+    #[arg(long, env = "WS_BRIDGE_IDLE_TIMEOUT", default_value = "90s", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Connections older than this are closed with 1001. [default: none]
+    #[arg(long, env = "WS_BRIDGE_MAX_CONNECTION_LIFETIME", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_connection_lifetime: Option<Duration>,
+
     /// On SIGTERM/SIGINT, time given to close every client and deliver every disconnect POST
     /// before the process exits. [default: 30s]
     #[arg(long, env = "WS_BRIDGE_SHUTDOWN_GRACE", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
@@ -166,6 +179,12 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Time allowed for a graceful shutdown.
     pub shutdown_grace: Duration,
+    /// Interval between pings to each client.
+    pub ping_interval: Duration,
+    /// Silence after which a client is closed.
+    pub idle_timeout: Duration,
+    /// Age after which a connection is closed, if set.
+    pub max_connection_lifetime: Option<Duration>,
 }
 
 impl std::fmt::Debug for Config {
@@ -181,6 +200,9 @@ impl std::fmt::Debug for Config {
             .field("client_write_timeout", &self.client_write_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("ping_interval", &self.ping_interval)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connection_lifetime", &self.max_connection_lifetime)
             .finish()
     }
 }
@@ -226,6 +248,12 @@ impl TryFrom<Cli> for Config {
             ("--backend-timeout", cli.backend_timeout),
             ("--client-write-timeout", cli.client_write_timeout),
             ("--handshake-timeout", cli.handshake_timeout),
+            ("--ping-interval", cli.ping_interval),
+            ("--idle-timeout", cli.idle_timeout),
+            (
+                "--max-connection-lifetime",
+                cli.max_connection_lifetime.unwrap_or(Duration::MAX),
+            ),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::OutOfRange {
@@ -234,6 +262,16 @@ impl TryFrom<Cli> for Config {
                     reason: "must be longer than zero".into(),
                 });
             }
+        }
+        if cli.idle_timeout <= cli.ping_interval {
+            return Err(ConfigError::OutOfRange {
+                flag: "--idle-timeout",
+                value: humantime::format_duration(cli.idle_timeout).to_string(),
+                reason: format!(
+                    "must be longer than --ping-interval ({}), or every client would be closed between two pings",
+                    humantime::format_duration(cli.ping_interval)
+                ),
+            });
         }
         Ok(Config {
             address,
@@ -246,6 +284,9 @@ impl TryFrom<Cli> for Config {
             client_write_timeout: cli.client_write_timeout,
             handshake_timeout: cli.handshake_timeout,
             shutdown_grace: cli.shutdown_grace,
+            ping_interval: cli.ping_interval,
+            idle_timeout: cli.idle_timeout,
+            max_connection_lifetime: cli.max_connection_lifetime,
         })
     }
 }

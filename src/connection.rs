@@ -12,12 +12,14 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::header::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -28,7 +30,7 @@ use url::Url;
 use crate::backend::{BackendClient, BackendError};
 use crate::close::{Cause, Ending, Initiator};
 use crate::payload::Payload;
-use crate::registry::{ConnectionId, Outbound, Registration};
+use crate::registry::{ConnectionId, ConnectionStats, Outbound, Registration};
 use crate::server::Shared;
 
 /// Client messages read ahead while a frame POST is in flight, before reading stops.
@@ -47,15 +49,10 @@ pub(crate) struct Connection {
     pub(crate) callback: HeaderValue,
     pub(crate) registration: Registration,
     pub(crate) outbound: mpsc::Receiver<Outbound>,
-}
-
-/// Per-connection counters, logged when it ends.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counters {
-    messages_in: u64,
-    bytes_in: u64,
-    messages_out: u64,
-    bytes_out: u64,
+    /// Counters shared with the registry (read by `GET {callback}`).
+    pub(crate) stats: Arc<ConnectionStats>,
+    /// The connect hook's answer body, sent before anything else.
+    pub(crate) first_message: Option<Payload>,
 }
 
 /// Runs a connection to its end, disconnect POST included.
@@ -70,70 +67,106 @@ where
         callback,
         registration,
         mut outbound,
+        stats,
+        first_message,
     } = conn;
     let backend = shared.backend.clone();
     let max_bytes = shared.config.max_message_size;
     let write_timeout = shared.config.client_write_timeout;
     let shutdown = shared.shutdown.clone();
+    let idle_timeout = shared.config.idle_timeout;
+    let mut ping_timer = tokio::time::interval_at(
+        Instant::now() + shared.config.ping_interval,
+        shared.config.ping_interval,
+    );
+    ping_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let lifetime = shared.config.max_connection_lifetime;
+    let lifetime_end = tokio::time::sleep(lifetime.unwrap_or(Duration::from_secs(86_400 * 365)));
+    tokio::pin!(lifetime_end);
+    let mut last_seen = Instant::now();
 
-    let mut counters = Counters::default();
     let mut pending: VecDeque<Payload> = VecDeque::new();
     let mut pending_bytes = 0usize;
     let mut in_flight: Option<FramePost> = None;
     let mut seq = 0u64;
 
-    let ending = loop {
-        if in_flight.is_none()
-            && let Some(payload) = pending.pop_front()
-        {
-            pending_bytes -= payload.len();
-            in_flight = Some(post_frame(&backend, &frame_url, &callback, seq, payload));
-            seq += 1;
-        }
-        let may_read = pending.len() < READ_AHEAD_MESSAGES && pending_bytes < max_bytes;
+    let mut ending = None;
+    if let Some(payload) = first_message
+        && let Err(e) = write(&mut ws, payload, write_timeout, &stats).await
+    {
+        ending = Some(e);
+    }
 
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => {
-                break Ending::new(Initiator::Bridge, Cause::Shutdown, CloseCode::Away, "server shutting down");
+    let ending = if let Some(ending) = ending {
+        ending
+    } else {
+        loop {
+            if in_flight.is_none()
+                && let Some(payload) = pending.pop_front()
+            {
+                pending_bytes -= payload.len();
+                in_flight = Some(post_frame(&backend, &frame_url, &callback, seq, payload));
+                seq += 1;
             }
-            result = poll_in_flight(&mut in_flight) => {
-                in_flight = None;
-                match result {
-                    Ok(None) => {}
-                    Ok(Some(reply)) => {
-                        if let Err(ending) = write(&mut ws, reply, write_timeout, &mut counters).await {
-                            break ending;
-                        }
-                    }
-                    Err(e) => {
-                        warn!(seq = seq - 1, error = %e.detail(), "frame POST failed");
-                        break Ending::new(Initiator::Bridge, Cause::BackendError, CloseCode::Error, &e.to_string());
-                    }
+            let may_read = pending.len() < READ_AHEAD_MESSAGES && pending_bytes < max_bytes;
+
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    break Ending::new(Initiator::Bridge, Cause::Shutdown, CloseCode::Away, "server shutting down");
                 }
-            }
-            command = outbound.recv() => match command {
-                Some(Outbound::Message(payload)) => {
-                    if let Err(ending) = write(&mut ws, payload, write_timeout, &mut counters).await {
+                () = &mut lifetime_end, if lifetime.is_some() => {
+                    break Ending::new(Initiator::Bridge, Cause::Lifetime, CloseCode::Away, "maximum connection lifetime reached");
+                }
+                _ = ping_timer.tick() => {
+                    if last_seen.elapsed() >= idle_timeout {
+                        break Ending::new(Initiator::Bridge, Cause::IdleTimeout, CloseCode::Away, "idle timeout");
+                    }
+                    if let Err(ending) = ping(&mut ws, write_timeout).await {
                         break ending;
                     }
                 }
-                Some(Outbound::Close { code, reason }) => {
-                    break Ending::new(Initiator::Backend, Cause::BackendClose, code, &reason);
+                result = poll_in_flight(&mut in_flight) => {
+                    in_flight = None;
+                    match result {
+                        Ok(None) => {}
+                        Ok(Some(reply)) => {
+                            if let Err(ending) = write(&mut ws, reply, write_timeout, &stats).await {
+                                break ending;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(seq = seq - 1, error = %e.detail(), "frame POST failed");
+                            break Ending::new(Initiator::Bridge, Cause::BackendError, CloseCode::Error, &e.to_string());
+                        }
+                    }
                 }
-                // The registration holds a sender until this task drops it.
-                None => break Ending::client_gone("outbound queue closed"),
-            },
-            message = ws.next(), if may_read => match read_outcome(message) {
-                Read::Message(payload) => {
-                    counters.messages_in += 1;
-                    counters.bytes_in += payload.len() as u64;
-                    pending_bytes += payload.len();
-                    pending.push_back(payload);
-                }
-                Read::Control => {}
-                Read::End(ending) => break ending,
-            },
+                command = outbound.recv() => match command {
+                    Some(Outbound::Message(payload)) => {
+                        if let Err(ending) = write(&mut ws, payload, write_timeout, &stats).await {
+                            break ending;
+                        }
+                    }
+                    Some(Outbound::Close { code, reason }) => {
+                        break Ending::new(Initiator::Backend, Cause::BackendClose, code, &reason);
+                    }
+                    // The registration holds a sender until this task drops it.
+                    None => break Ending::client_gone("outbound queue closed"),
+                },
+                message = ws.next(), if may_read => match read_outcome(message) {
+                    Read::Message(payload) => {
+                        last_seen = Instant::now();
+                        stats.record_in(payload.len());
+                        pending_bytes += payload.len();
+                        pending.push_back(payload);
+                    }
+                    Read::Control => {
+                        last_seen = Instant::now();
+                        stats.touch();
+                    }
+                    Read::End(ending) => break ending,
+                },
+            }
         }
     };
 
@@ -180,10 +213,10 @@ where
 
     info!(
         %ending,
-        messages_in = counters.messages_in,
-        bytes_in = counters.bytes_in,
-        messages_out = counters.messages_out,
-        bytes_out = counters.bytes_out,
+        messages_in = stats.messages_in.load(Ordering::Relaxed),
+        bytes_in = stats.bytes_in.load(Ordering::Relaxed),
+        messages_out = stats.messages_out.load(Ordering::Relaxed),
+        bytes_out = stats.bytes_out.load(Ordering::Relaxed),
         unposted,
         undelivered,
         "connection closed"
@@ -266,20 +299,19 @@ async fn write<S>(
     ws: &mut WebSocketStream<S>,
     payload: Payload,
     timeout: Duration,
-    counters: &mut Counters,
+    stats: &ConnectionStats,
 ) -> Result<(), Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let len = payload.len() as u64;
+    let len = payload.len();
     let message = match payload {
         Payload::Text(text) => Message::Text(text),
         Payload::Binary(bytes) => Message::Binary(bytes),
     };
     match tokio::time::timeout(timeout, ws.send(message)).await {
         Ok(Ok(())) => {
-            counters.messages_out += 1;
-            counters.bytes_out += len;
+            stats.record_out(len);
             Ok(())
         }
         Ok(Err(e)) => Err(Ending::client_gone(&format!("write failed: {e}"))),
@@ -288,6 +320,23 @@ where
             Cause::ClientTooSlow,
             CloseCode::Policy,
             "client did not read its messages in time",
+        )),
+    }
+}
+
+/// Sends a keepalive ping within the write timeout.
+async fn ping<S>(ws: &mut WebSocketStream<S>, timeout: Duration) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(timeout, ws.send(Message::Ping(bytes::Bytes::new()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Ending::client_gone(&format!("ping failed: {e}"))),
+        Err(_) => Err(Ending::new(
+            Initiator::Bridge,
+            Cause::ClientTooSlow,
+            CloseCode::Policy,
+            "client did not read in time",
         )),
     }
 }

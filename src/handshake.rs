@@ -17,15 +17,18 @@ use tracing::{Instrument, info, info_span, warn};
 use url::Url;
 
 use crate::allowlist::parse_backend_url;
+use crate::backend::{BackendError, ConnectAnswer};
 use crate::close::Ending;
 use crate::connection::{self, Connection};
-use crate::registry::ConnectionId;
+use crate::registry::{ConnectionHandle, ConnectionId, ConnectionStats};
 use crate::server::{ClientAddr, Shared};
 
 /// Header naming the frame URL (alternative to query `f`).
 pub const HEADER_ON_FRAME: &str = "x-ws-proxy-on-frame";
 /// Header naming the disconnect URL (alternative to query `d`).
 pub const HEADER_ON_DISCONNECT: &str = "x-ws-proxy-on-disconnect";
+/// Header naming the connect hook URL (alternative to query `c`).
+pub const HEADER_ON_CONNECT: &str = "x-ws-proxy-on-connect";
 
 /// A refused handshake: status code and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +77,11 @@ const FRAME: UrlRole = UrlRole {
     header: HEADER_ON_FRAME,
     name: "frame URL",
 };
+const CONNECT: UrlRole = UrlRole {
+    query: "c",
+    header: HEADER_ON_CONNECT,
+    name: "connect hook URL",
+};
 const DISCONNECT: UrlRole = UrlRole {
     query: "d",
     header: HEADER_ON_DISCONNECT,
@@ -87,6 +95,8 @@ pub struct BackendUrls {
     pub frame: Url,
     /// Where the disconnect notice is POSTed, if anywhere.
     pub disconnect: Option<Url>,
+    /// Where the connect hook is POSTed before the upgrade, if anywhere.
+    pub connect: Option<Url>,
 }
 
 /// Extracts and checks the backend URLs from the query string and headers.
@@ -102,7 +112,12 @@ pub fn backend_urls(
         )
     })?;
     let disconnect = role_url(&DISCONNECT, query, headers, allowlist)?;
-    Ok(BackendUrls { frame, disconnect })
+    let connect = role_url(&CONNECT, query, headers, allowlist)?;
+    Ok(BackendUrls {
+        frame,
+        disconnect,
+        connect,
+    })
 }
 
 fn role_url(
@@ -247,6 +262,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         .into_response();
     };
 
+    let offered = offered_subprotocols(request.headers());
     let id = ConnectionId::random();
     let callback_url = format!("{}/{}", shared.base_url, id.full());
     let Ok(callback) = HeaderValue::from_str(&callback_url) else {
@@ -256,8 +272,70 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         )
         .into_response();
     };
+
+    let mut subprotocol = None;
+    let mut first_message = None;
+    if let Some(hook) = &urls.connect {
+        let headers = forwarded_headers(
+            request.headers(),
+            client_addr,
+            shared.config.tls.is_some(),
+            request.uri(),
+        );
+        match shared.backend.post_connect(hook, &callback, headers).await {
+            Ok(ConnectAnswer::Accept {
+                subprotocol: selected,
+                first_message: first,
+            }) => {
+                if let Some(selected) = &selected
+                    && !offered.iter().any(|o| o == selected)
+                {
+                    let refusal = Refusal::new(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "the connect hook selected subprotocol {selected:?}, which the client did not offer"
+                        ),
+                    );
+                    warn!(conn.id = %id, client.addr = %client_addr, reason = %refusal.message, "connection refused");
+                    return refusal.into_response();
+                }
+                subprotocol = selected;
+                first_message = first;
+            }
+            Ok(ConnectAnswer::Refuse {
+                status,
+                content_type,
+                body,
+            }) => {
+                info!(conn.id = %id, client.addr = %client_addr, status = status.as_u16(), "connection refused by the connect hook");
+                let mut response = (status, body).into_response();
+                if let Some(ct) = content_type {
+                    response.headers_mut().insert(header::CONTENT_TYPE, ct);
+                }
+                return response;
+            }
+            Err(e) => {
+                let (status, what) = match e {
+                    BackendError::Timeout => {
+                        (StatusCode::GATEWAY_TIMEOUT, "did not answer in time")
+                    }
+                    BackendError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "is unreachable"),
+                    _ => (StatusCode::BAD_GATEWAY, "failed"),
+                };
+                warn!(conn.id = %id, client.addr = %client_addr, error = %e.detail(), "connect hook failed");
+                return Refusal::new(status, format!("the connect hook {what}; try again later"))
+                    .into_response();
+            }
+        }
+    }
+
     let (sender, receiver) = mpsc::channel(shared.config.send_queue);
-    let registration = shared.registry.register(id, sender);
+    let stats = Arc::new(ConnectionStats::new(subprotocol.clone()));
+    let handle = ConnectionHandle {
+        sender,
+        stats: Arc::clone(&stats),
+    };
+    let registration = shared.registry.register(id, handle);
     let connection = Connection {
         id,
         frame_url: Arc::new(urls.frame),
@@ -265,6 +343,8 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         callback,
         registration,
         outbound: receiver,
+        stats,
+        first_message,
     };
     let span = info_span!("conn", conn.id = %id, client.addr = %client_addr);
     let task_shared = Arc::clone(&shared);
@@ -308,7 +388,102 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
+    if let Some(protocol) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
     response
+}
+
+/// The subprotocols the client offered, in its order.
+pub fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Headers never forwarded to the connect hook: hop-by-hop headers, the WebSocket handshake's
+/// own, those the bridge sets itself, and anything a client could use to spoof the bridge.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+    "x-forwarded-proto",
+    "x-forwarded-for",
+];
+
+/// The client's handshake headers as forwarded to the connect hook, plus `x-forwarded-for`
+/// (the client's address appended to any it sent), `x-forwarded-proto`, `x-forwarded-host`
+/// and `x-ws-proxy-request-uri`.
+pub fn forwarded_headers(
+    headers: &HeaderMap,
+    client: SocketAddr,
+    tls: bool,
+    uri: &axum::http::Uri,
+) -> HeaderMap {
+    let named_in_connection: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if NOT_FORWARDED.contains(&n)
+            || n.starts_with("x-ws-proxy-")
+            || named_in_connection.iter().any(|c| c == n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    let prior: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let mut chain = prior.join(", ");
+    if !chain.is_empty() {
+        chain.push_str(", ");
+    }
+    chain.push_str(&client.ip().to_string());
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        out.insert("x-forwarded-for", v);
+    }
+    out.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Some(host) = headers.get(header::HOST) {
+        out.insert("x-forwarded-host", host.clone());
+    }
+    let request_uri = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/connect");
+    if let Ok(v) = HeaderValue::from_str(request_uri) {
+        out.insert(crate::backend::HEADER_REQUEST_URI, v);
+    }
+    out
 }
 
 /// A backend URL for logs: scheme, host, port and path; the query may carry secrets.

@@ -1,5 +1,5 @@
-//! The connection registry: connection id -> the sending half of that connection's bounded
-//! outbound queue.
+//! The connection registry: connection id -> that connection's handle (the sending half of its
+//! bounded outbound queue, and its live counters).
 //!
 //! A narrow interface (register, look up, remove) so that a later version can spread it over
 //! several bridge nodes. Entries are removed by a [`Registration`] guard when the connection
@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -68,13 +70,89 @@ pub enum Outbound {
     Close { code: CloseCode, reason: String },
 }
 
-/// The handle the registry keeps for one connection.
+/// The sending half of a connection's outbound queue.
 pub type OutboundSender = mpsc::Sender<Outbound>;
 
-/// id -> outbound queue for every open connection on this node.
+/// What the registry keeps for one connection: its queue and its live counters.
+#[derive(Debug, Clone)]
+pub struct ConnectionHandle {
+    /// Where the callback API queues messages and close requests.
+    pub sender: OutboundSender,
+    /// Counters the connection task updates and `GET {callback}` reads.
+    pub stats: Arc<ConnectionStats>,
+}
+
+/// Live facts about one connection, updated by its task without locks.
+#[derive(Debug)]
+pub struct ConnectionStats {
+    /// When the upgrade completed.
+    pub connected_at: SystemTime,
+    /// The subprotocol selected at the handshake, if any.
+    pub subprotocol: Option<String>,
+    /// Messages received from the client.
+    pub messages_in: AtomicU64,
+    /// Payload bytes received from the client.
+    pub bytes_in: AtomicU64,
+    /// Messages written to the client.
+    pub messages_out: AtomicU64,
+    /// Payload bytes written to the client.
+    pub bytes_out: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last frame read from or message written to
+    /// the client.
+    last_activity_ms: AtomicU64,
+}
+
+impl ConnectionStats {
+    /// Fresh counters for a connection opening now.
+    pub fn new(subprotocol: Option<String>) -> Self {
+        let now = SystemTime::now();
+        ConnectionStats {
+            connected_at: now,
+            subprotocol,
+            messages_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            last_activity_ms: AtomicU64::new(unix_ms(now)),
+        }
+    }
+
+    /// Counts one message from the client.
+    pub fn record_in(&self, bytes: usize) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Counts one message to the client.
+    pub fn record_out(&self, bytes: usize) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Notes client activity that carries no message (ping, pong).
+    pub fn touch(&self) {
+        self.last_activity_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// When the client was last active.
+    pub fn last_activity(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed))
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// id -> handle for every open connection on this node.
 #[derive(Default)]
 pub struct Registry {
-    map: Mutex<HashMap<ConnectionId, OutboundSender>>,
+    map: Mutex<HashMap<ConnectionId, ConnectionHandle>>,
 }
 
 impl fmt::Debug for Registry {
@@ -87,16 +165,16 @@ impl fmt::Debug for Registry {
 
 impl Registry {
     /// Adds a connection; the entry lives until the returned guard is dropped.
-    pub fn register(self: &Arc<Self>, id: ConnectionId, sender: OutboundSender) -> Registration {
-        self.lock().insert(id, sender);
+    pub fn register(self: &Arc<Self>, id: ConnectionId, handle: ConnectionHandle) -> Registration {
+        self.lock().insert(id, handle);
         Registration {
             registry: Arc::clone(self),
             id,
         }
     }
 
-    /// The outbound queue of a live connection.
-    pub fn lookup(&self, id: &ConnectionId) -> Option<OutboundSender> {
+    /// The handle of a live connection.
+    pub fn lookup(&self, id: &ConnectionId) -> Option<ConnectionHandle> {
         self.lock().get(id).cloned()
     }
 
@@ -115,7 +193,7 @@ impl Registry {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, OutboundSender>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, ConnectionHandle>> {
         // The map holds no invariant a panicking holder could break halfway.
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -159,8 +237,9 @@ mod tests {
     fn guard_removes_the_entry() {
         let registry = Arc::new(Registry::default());
         let id = ConnectionId::random();
-        let (tx, _rx) = mpsc::channel(1);
-        let guard = registry.register(id, tx);
+        let (sender, _rx) = mpsc::channel(1);
+        let stats = Arc::new(ConnectionStats::new(None));
+        let guard = registry.register(id, ConnectionHandle { sender, stats });
         assert!(registry.lookup(&id).is_some());
         drop(guard);
         assert!(registry.lookup(&id).is_none());

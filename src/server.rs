@@ -188,7 +188,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route(
             &callback_path,
-            post(crate::callback::post_message).layer(cors),
+            post(crate::callback::post_message)
+                .delete(crate::callback::delete_connection)
+                .get(crate::callback::get_connection)
+                .layer(cors),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found: this bridge serves GET /connect, GET /healthz, GET /readyz and the callback API\n") })
         .with_state(shared)
