@@ -126,11 +126,31 @@ where
                         break ending;
                     }
                 }
+                command = outbound.recv() => match command {
+                    Some(item) => {
+                        if let Err(ending) = deliver(&mut ws, item, write_timeout, &stats).await {
+                            break ending;
+                        }
+                    }
+                    // The registration holds a sender until this task drops it.
+                    None => break Ending::client_gone("outbound queue closed"),
+                },
                 result = poll_in_flight(&mut in_flight) => {
                     in_flight = None;
                     match result {
                         Ok(None) => {}
                         Ok(Some(reply)) => {
+                            // Callback messages accepted before the backend answered go first.
+                            let mut failed = None;
+                            while let Ok(item) = outbound.try_recv() {
+                                if let Err(ending) = deliver(&mut ws, item, write_timeout, &stats).await {
+                                    failed = Some(ending);
+                                    break;
+                                }
+                            }
+                            if let Some(ending) = failed {
+                                break ending;
+                            }
                             if let Err(ending) = write(&mut ws, reply, write_timeout, &stats).await {
                                 break ending;
                             }
@@ -141,18 +161,6 @@ where
                         }
                     }
                 }
-                command = outbound.recv() => match command {
-                    Some(Outbound::Message(payload)) => {
-                        if let Err(ending) = write(&mut ws, payload, write_timeout, &stats).await {
-                            break ending;
-                        }
-                    }
-                    Some(Outbound::Close { code, reason }) => {
-                        break Ending::new(Initiator::Backend, Cause::BackendClose, code, &reason);
-                    }
-                    // The registration holds a sender until this task drops it.
-                    None => break Ending::client_gone("outbound queue closed"),
-                },
                 message = ws.next(), if may_read => match read_outcome(message) {
                     Read::Message(payload) => {
                         last_seen = Instant::now();
@@ -320,6 +328,28 @@ where
             Cause::ClientTooSlow,
             CloseCode::Policy,
             "client did not read its messages in time",
+        )),
+    }
+}
+
+/// Carries out one item of the outbound queue: writes a message, or ends the connection on a
+/// close request.
+async fn deliver<S>(
+    ws: &mut WebSocketStream<S>,
+    item: Outbound,
+    timeout: Duration,
+    stats: &ConnectionStats,
+) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match item {
+        Outbound::Message(payload) => write(ws, payload, timeout, stats).await,
+        Outbound::Close { code, reason } => Err(Ending::new(
+            Initiator::Backend,
+            Cause::BackendClose,
+            code,
+            &reason,
         )),
     }
 }

@@ -233,6 +233,17 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         .get::<ClientAddr>()
         .map(|a| a.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if shared.shutdown.is_cancelled() {
+        let mut response = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this bridge is shutting down; connect again (to another instance)",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
     let urls = match backend_urls(
         request.uri().query(),
         request.headers(),

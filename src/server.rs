@@ -125,21 +125,38 @@ pub async fn run(
         }
     }
 
-    drop(listener);
+    // Draining: readiness turns 503 and new WebSocket handshakes are refused with 503, but the
+    // listener stays open so probes and callbacks still get an answer. Every connection task
+    // closes its client (1001) and delivers its disconnect POST.
     let open = shared.registry.len();
     info!(open_connections = open, grace = ?shared.config.shutdown_grace, "shutting down");
     shared.shutdown.cancel();
     shared.tracker.close();
-    let drained = tokio::time::timeout(shared.config.shutdown_grace, async {
-        shared.tracker.wait().await;
-    })
-    .await;
-    match drained {
-        Ok(()) => info!("shutdown complete"),
-        Err(_) => warn!(
-            still_open = shared.registry.len(),
-            "shutdown grace period ended with connections still closing"
-        ),
+    let drained = shared.tracker.wait();
+    tokio::pin!(drained);
+    let deadline = tokio::time::sleep(shared.config.shutdown_grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut drained => {
+                info!("shutdown complete");
+                break;
+            }
+            () = &mut deadline => {
+                warn!(
+                    still_open = shared.registry.len(),
+                    "shutdown grace period ended with connections still closing"
+                );
+                break;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    let conn = serve_connection(stream, addr, router.clone(), tls.clone(), Arc::clone(&shared));
+                    shared.tracker.spawn(conn);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
     Ok(())
 }
@@ -234,17 +251,25 @@ where
         request.extensions_mut().insert(ClientAddr(addr));
         request
     });
+    let draining = shared.shutdown.is_cancelled();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.handshake_timeout);
+        .header_read_timeout(shared.config.handshake_timeout)
+        .keep_alive(!draining);
     builder.http2().timer(TokioTimer::new());
     let connection =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
-    let connection = std::pin::pin!(connection);
+    let mut connection = std::pin::pin!(connection);
+    if draining {
+        // One request, then the connection closes.
+        if let Err(e) = connection.await {
+            debug!(client.addr = %addr, error = %e, "HTTP connection ended with an error");
+        }
+        return;
+    }
     let shutdown = shared.shutdown.clone();
-    let mut connection = connection;
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(e) = result {
