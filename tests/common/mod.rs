@@ -56,7 +56,10 @@ impl Recorded {
 ///
 /// Paths: `/frame` and `/disconnect` answer 204; `/fail` 500; `/hang` never answers;
 /// `/redirect` 307 to `/frame`; `/echo` 200 with the request's body and content type;
-/// `/slow` answers 204 after 50 ms.
+/// `/slow` answers 204 after 50 ms; `/connect-reject` 401 with a body; `/connect-welcome` 200
+/// with a first message and subprotocol `chat.v2`; `/connect-badproto` selects a subprotocol
+/// nobody offered; `/callback-then-reply` sends `A<body>` through the callback URL, then
+/// answers `B<body>`.
 #[derive(Clone)]
 pub struct Backend {
     pub addr: SocketAddr,
@@ -177,6 +180,44 @@ async fn record(State(backend): State<Backend>, request: Request) -> Response {
                 .cloned()
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
             (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response()
+        }
+        "/connect-reject" => (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "bad token: log in first",
+        )
+            .into_response(),
+        "/connect-welcome" => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::SEC_WEBSOCKET_PROTOCOL, "chat.v2"),
+            ],
+            "welcome",
+        )
+            .into_response(),
+        "/connect-badproto" => (
+            StatusCode::OK,
+            [(header::SEC_WEBSOCKET_PROTOCOL, "not-offered")],
+        )
+            .into_response(),
+        "/callback-then-reply" => {
+            // Sends "A" through the callback URL, then answers "B" in the body.
+            if let Some(callback) = headers.get("x-ws-proxy-send").and_then(|v| v.to_str().ok()) {
+                let sent = http_client()
+                    .post(callback)
+                    .header(header::CONTENT_TYPE, "text/plain")
+                    .body(format!("A{}", String::from_utf8_lossy(&body)))
+                    .send()
+                    .await;
+                assert_eq!(sent.map(|r| r.status().as_u16()).ok(), Some(202));
+            }
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain")],
+                format!("B{}", String::from_utf8_lossy(&body)),
+            )
+                .into_response()
         }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,0 +1,395 @@
+//! Connection lifecycle and control over real sockets: the connect hook (refusal, subprotocol,
+//! first message, forwarded headers, failures), replies in bodies keeping order with callback
+//! messages, DELETE and GET on the callback URL, keepalive and idle timeout, lifetime, drain.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+fn with_hook(bridge: &Bridge, backend: &Backend, hook: &str) -> String {
+    format!(
+        "{}&c={}",
+        bridge.connect_url(&backend.url("/frame"), Some(&backend.url("/disconnect"))),
+        encode(&backend.url(hook))
+    )
+}
+
+#[tokio::test]
+async fn a_hook_that_refuses_with_401_shows_its_body_to_the_client() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &[]).await;
+        let (status, body) = refused(&with_hook(&bridge, &backend, "/connect-reject")).await;
+        assert_eq!(status, 401);
+        assert_eq!(body, "bad token: log in first");
+        backend.wait_for("/connect-reject", 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            backend.requests("/disconnect").is_empty(),
+            "never opened: no disconnect"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_hook_sees_the_handshake_headers_and_selects_a_subprotocol_and_first_message() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &[]).await;
+        let mut request = with_hook(&bridge, &backend, "/connect-welcome")
+            .into_client_request()
+            .unwrap();
+        let h = request.headers_mut();
+        h.insert(
+            "sec-websocket-protocol",
+            "chat.v1, chat.v2".parse().unwrap(),
+        );
+        h.insert("cookie", "session=abc".parse().unwrap());
+        h.insert("authorization", "Bearer t0ken".parse().unwrap());
+        h.insert("origin", "https://app.example".parse().unwrap());
+        h.insert("user-agent", "test-agent/1".parse().unwrap());
+        h.insert(
+            "x-ws-proxy-send",
+            "http://spoofed.example/".parse().unwrap(),
+        );
+        h.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        let (mut client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v2");
+        assert_eq!(next_message(&mut client).await, Message::text("welcome"));
+
+        let hook = &backend.wait_for("/connect-welcome", 1).await[0];
+        assert_eq!(hook.header("cookie"), Some("session=abc"));
+        assert_eq!(hook.header("authorization"), Some("Bearer t0ken"));
+        assert_eq!(hook.header("origin"), Some("https://app.example"));
+        assert_eq!(hook.header("user-agent"), Some("test-agent/1"));
+        assert_eq!(
+            hook.header("sec-websocket-protocol"),
+            Some("chat.v1, chat.v2")
+        );
+        assert_eq!(
+            hook.header("x-forwarded-for"),
+            Some("203.0.113.9, 127.0.0.1")
+        );
+        assert_eq!(hook.header("x-forwarded-proto"), Some("http"));
+        assert!(hook.header("sec-websocket-key").is_none());
+        assert!(hook.header("upgrade").is_none());
+        let uri = hook.header("x-ws-proxy-request-uri").unwrap();
+        assert!(uri.starts_with("/connect?f="), "{uri}");
+        let callback = hook.header("x-ws-proxy-send").unwrap().to_owned();
+        assert!(
+            callback.starts_with(&format!("http://{}/", bridge.addr)),
+            "not spoofed: {callback}"
+        );
+
+        // The callback URL the hook saw is the connection's.
+        send_text(&mut client, "hi").await;
+        let frame = &backend.wait_for("/frame", 1).await[0];
+        assert_eq!(frame.header("x-ws-proxy-send"), Some(callback.as_str()));
+        let info: serde_json::Value = http_client()
+            .get(&callback)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info["subprotocol"], "chat.v2");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hook_failures_map_to_502_and_504() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &["--backend-timeout", "300ms"]).await;
+
+        let mut request = with_hook(&bridge, &backend, "/connect-badproto")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "a, b".parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 502);
+                let body =
+                    String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned();
+                assert!(body.contains("did not offer"), "{body}");
+            }
+            other => panic!("expected 502, got {other:?}"),
+        }
+
+        let (status, body) = refused(&with_hook(&bridge, &backend, "/hang")).await;
+        assert_eq!(status, 504, "{body}");
+
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_port = dead.local_addr().unwrap().port();
+        drop(dead);
+        let bridge = Bridge::start(&["--allowlist", r"http://127\.0\.0\.1:\d+/.*"]).await;
+        let url = format!(
+            "{}&c={}",
+            bridge.connect_url(&backend.url("/frame"), Some(&backend.url("/disconnect"))),
+            encode(&format!("http://127.0.0.1:{dead_port}/hook"))
+        );
+        let (status, body) = refused(&url).await;
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("unreachable"), "{body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            backend.requests("/disconnect").is_empty(),
+            "never opened: no disconnect"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn body_replies_keep_order_with_callback_messages() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &[]).await;
+        let mut client = bridge.client(&backend, "/callback-then-reply", None).await;
+        for i in 0..10 {
+            send_text(&mut client, &i.to_string()).await;
+        }
+        for i in 0..10 {
+            assert_eq!(
+                next_message(&mut client).await,
+                Message::text(format!("A{i}"))
+            );
+            assert_eq!(
+                next_message(&mut client).await,
+                Message::text(format!("B{i}"))
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delete_closes_with_code_and_reason_after_earlier_messages() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &[]).await;
+        let mut client = bridge.client(&backend, "/frame", Some("/disconnect")).await;
+        send_text(&mut client, "hello").await;
+        let callback = backend.wait_for("/frame", 1).await[0]
+            .header("x-ws-proxy-send")
+            .unwrap()
+            .to_owned();
+        let http = http_client();
+
+        for bad in ["code=1001", "code=2000", "code=abc", "reason=%FF"] {
+            let r = http
+                .delete(format!("{callback}?{bad}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{bad}");
+        }
+        let long = "x".repeat(124);
+        let r = http
+            .delete(format!("{callback}?reason={long}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+
+        for i in 0..3 {
+            let r = http
+                .post(&callback)
+                .header("content-type", "text/plain")
+                .body(format!("before {i}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+        let r = http
+            .delete(format!(
+                "{callback}?code=4000&reason={}",
+                encode("room closed ✓")
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        for i in 0..3 {
+            assert_eq!(
+                next_message(&mut client).await,
+                Message::text(format!("before {i}"))
+            );
+        }
+        let close = expect_close(&mut client).await;
+        assert_eq!(close.code, CloseCode::Library(4000));
+        assert_eq!(close.reason.as_str(), "room closed ✓");
+
+        let d = backend.assert_exactly("/disconnect", 1).await;
+        assert_eq!(d[0].header("x-ws-proxy-close-code"), Some("4000"));
+        assert_eq!(
+            d[0].header("x-ws-proxy-close-reason"),
+            Some("room closed %E2%9C%93")
+        );
+        assert_eq!(d[0].header("x-ws-proxy-close-initiator"), Some("backend"));
+        assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("backend-close"));
+        assert_eq!(http.delete(&callback).send().await.unwrap().status(), 404);
+        assert_eq!(http.get(&callback).send().await.unwrap().status(), 404);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn get_reports_counts_in_each_direction() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &[]).await;
+        let mut client = bridge.client(&backend, "/frame", None).await;
+        send_text(&mut client, "abc").await;
+        send_text(&mut client, "de").await;
+        send_text(&mut client, "f").await;
+        let callback = backend.wait_for("/frame", 3).await[0]
+            .header("x-ws-proxy-send")
+            .unwrap()
+            .to_owned();
+        let http = http_client();
+        for body in ["1234", "56"] {
+            http.post(&callback).body(body).send().await.unwrap();
+        }
+        next_message(&mut client).await;
+        next_message(&mut client).await;
+        let r = http.get(&callback).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let info: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(info["id"], callback.rsplit('/').next().unwrap());
+        assert_eq!(info["messages_in"], 3);
+        assert_eq!(info["bytes_in"], 6);
+        assert_eq!(info["messages_out"], 2);
+        assert_eq!(info["bytes_out"], 6);
+        assert_eq!(info["subprotocol"], serde_json::Value::Null);
+        let connected_at = info["connected_at"].as_str().unwrap();
+        let last = info["last_activity"].as_str().unwrap();
+        assert!(
+            humantime::parse_rfc3339(connected_at).is_ok(),
+            "{connected_at}"
+        );
+        assert!(humantime::parse_rfc3339(last).is_ok(), "{last}");
+        assert!(last >= connected_at);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_by_the_idle_timeout_and_an_answering_one_is_not() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(
+            &backend,
+            &["--ping-interval", "100ms", "--idle-timeout", "400ms"],
+        )
+        .await;
+
+        // This one reads (so tungstenite answers every ping) for well past the idle timeout.
+        let mut lively = bridge.client(&backend, "/frame", Some("/disconnect")).await;
+        let mut pings = 0;
+        let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, lively.next()).await {
+            match message {
+                Message::Ping(_) => pings += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(
+            pings >= 3,
+            "the bridge pings every interval ({pings} pings)"
+        );
+        assert!(
+            backend.requests("/disconnect").is_empty(),
+            "answering client stays open"
+        );
+
+        // This one never reads, so it never answers a ping.
+        let mut silent = bridge.client(&backend, "/frame", Some("/disconnect")).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let close = expect_close(&mut silent).await;
+        assert_eq!(close.code, CloseCode::Away);
+        assert_eq!(close.reason.as_str(), "idle timeout");
+        let d = backend.wait_for("/disconnect", 1).await;
+        assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("idle-timeout"));
+        assert_eq!(d[0].header("x-ws-proxy-close-initiator"), Some("bridge"));
+        drop(lively);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_older_than_the_lifetime_are_closed_with_1001() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &["--max-connection-lifetime", "300ms"]).await;
+        let mut client = bridge.client(&backend, "/frame", Some("/disconnect")).await;
+        let close = expect_close(&mut client).await;
+        assert_eq!(close.code, CloseCode::Away);
+        let d = backend.wait_for("/disconnect", 1).await;
+        assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("lifetime"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn while_draining_readyz_is_503_and_new_handshakes_are_refused() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &["--backend-timeout", "2s"]).await;
+        let addr = bridge.addr;
+        // A message stuck at a backend that never answers keeps the drain going for ~2 s.
+        let mut client = bridge.client(&backend, "/hang", Some("/disconnect")).await;
+        send_text(&mut client, "stuck").await;
+        backend.wait_for("/hang", 1).await;
+        let http = http_client();
+        assert_eq!(
+            http.get(format!("http://{addr}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let shutdown = tokio::spawn(bridge.shutdown());
+        let close = expect_close(&mut client).await;
+        assert_eq!(close.code, CloseCode::Away);
+        let r = http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        let (status, body) = refused(&format!(
+            "ws://{addr}/connect?f={}",
+            encode(&backend.url("/frame"))
+        ))
+        .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(
+            http.get(format!("http://{addr}/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        shutdown.await.unwrap();
+        let d = backend.assert_exactly("/disconnect", 1).await;
+        assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("shutdown"));
+    })
+    .await;
+}
