@@ -1,14 +1,26 @@
-//! The HTTP client side: frame and disconnect POSTs to backends.
+//! The HTTP client side: connect, frame and disconnect POSTs to backends.
 //!
-//! One pooled keep-alive client for the whole process; redirects are never followed (a 3xx is a
-//! failed request like any other non-2xx); every request is bounded by `--backend-timeout` and
-//! every reply body by `--max-message-size`. Owns nothing about sockets to clients.
+//! One pooled keep-alive client for the whole process (HTTP/2 where a TLS backend offers it by
+//! ALPN); at most `--backend-max-connections` concurrent requests per backend host:port;
+//! redirects are never followed (a 3xx is a failed request like any other non-2xx); every
+//! attempt is bounded by `--backend-timeout` and every reply body by `--max-message-size`.
+//! Transient failures of frame and disconnect POSTs are retried with exponential backoff and
+//! jitter within `--backend-retries` and `--backend-retry-budget`. Owns nothing about sockets
+//! to clients.
 
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, warn};
 use url::Url;
 
 use crate::close::{Ending, header_safe_reason};
@@ -62,13 +74,16 @@ pub enum BackendError {
     /// followed).
     #[error("backend answered {0}")]
     Status(StatusCode),
-    /// No answer within `--backend-timeout`.
+    /// No answer within `--backend-timeout` (waiting for a free backend connection included).
     #[error("backend timed out")]
     Timeout,
     /// The backend could not be reached (DNS, connection refused, TLS).
     #[error("backend unreachable")]
     Unreachable(#[source] reqwest::Error),
-    /// The connection broke during the exchange.
+    /// The connection was lost before an answer arrived (reset, closed mid-exchange).
+    #[error("backend connection lost")]
+    ConnectionLost(#[source] reqwest::Error),
+    /// Any other failure of the exchange.
     #[error("backend request failed")]
     Transport(#[source] reqwest::Error),
     /// The reply body is larger than `--max-message-size`.
@@ -85,9 +100,20 @@ impl BackendError {
             BackendError::Timeout
         } else if e.is_connect() {
             BackendError::Unreachable(e)
+        } else if connection_lost(&e) {
+            BackendError::ConnectionLost(e)
         } else {
             BackendError::Transport(e)
         }
+    }
+
+    /// Whether a retry may help: the backend was unreachable or the connection dropped before
+    /// an answer. Timeouts are not retried (the backend may still be working on it).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Unreachable(_) | BackendError::ConnectionLost(_)
+        ) || matches!(self, BackendError::Status(s) if is_transient_status(*s))
     }
 
     /// The error with its source chain, for logs.
@@ -103,36 +129,249 @@ impl BackendError {
     }
 }
 
+/// Statuses worth retrying: 429, 502, 503, 504.
+pub fn is_transient_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+}
+
+/// Whether a request error means the connection closed or reset before an answer.
+fn connection_lost(e: &reqwest::Error) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// How transient failures are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Longest time from the first attempt to the start of the last retry.
+    pub budget: Duration,
+    /// First backoff; doubles with each retry.
+    pub base: Duration,
+    /// Longest backoff.
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1-based): exponential, capped, with jitter over
+    /// its upper half so that many connections failing at once do not retry in lockstep.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
+            .min(self.cap);
+        let half = exp / 2;
+        let jitter = random_u64() % (half.as_micros() as u64 + 1);
+        half + Duration::from_micros(jitter)
+    }
+}
+
+/// A random number from the standard library's per-process random hash keys: plenty for
+/// jitter, which needs no cryptographic strength.
+fn random_u64() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    hasher.finish()
+}
+
+/// Parses `Retry-After` (delay in seconds or an HTTP date).
+pub fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
+    let value = value?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Settings of the backend client.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    /// Time for one attempt.
+    pub timeout: Duration,
+    /// Largest reply body.
+    pub max_reply_size: usize,
+    /// Concurrent requests per host:port.
+    pub max_connections_per_host: usize,
+    /// Retry policy for frame and disconnect POSTs.
+    pub retry: RetryPolicy,
+    /// Extra trusted CAs for https backends.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// Counters of the backend client, for logs.
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    /// Retries made.
+    pub retries: AtomicU64,
+    /// Requests that failed for good (after retries).
+    pub failures: AtomicU64,
+}
+
+/// A response together with the permit that holds its slot of the host's connection limit
+/// until the body has been read.
+struct Answer {
+    response: reqwest::Response,
+    _permit: OwnedSemaphorePermit,
+}
+
 /// The process-wide client for backend requests.
 #[derive(Debug, Clone)]
 pub struct BackendClient {
     http: reqwest::Client,
-    timeout: Duration,
-    max_reply_size: usize,
+    settings: Arc<BackendSettings>,
+    hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    counters: Arc<BackendCounters>,
 }
+
+/// Host limits kept before idle ones are forgotten.
+const MAX_TRACKED_HOSTS: usize = 4096;
 
 impl BackendClient {
     /// Builds the pooled client.
-    pub fn new(timeout: Duration, max_reply_size: usize) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: BackendSettings) -> Result<Self, reqwest::Error> {
         crate::tls::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .user_agent(concat!("websocket-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .pool_max_idle_per_host(settings.max_connections_per_host)
+            .connect_timeout(settings.timeout)
+            .timeout(settings.timeout)
+            .user_agent(concat!("websocket-bridge/", env!("CARGO_PKG_VERSION")));
+        if !settings.extra_roots.is_empty() {
+            let mut roots = Vec::new();
+            for der in &settings.extra_roots {
+                roots.push(reqwest::Certificate::from_der(der)?);
+            }
+            builder = builder.tls_certs_merge(roots);
+        }
         Ok(BackendClient {
-            http,
-            timeout,
-            max_reply_size,
+            http: builder.build()?,
+            settings: Arc::new(settings),
+            hosts: Arc::default(),
+            counters: Arc::default(),
         })
     }
 
+    /// Retry and failure counters.
+    pub fn counters(&self) -> &BackendCounters {
+        &self.counters
+    }
+
+    /// The semaphore limiting concurrent requests to `url`'s host:port.
+    fn host_limit(&self, url: &Url) -> Arc<Semaphore> {
+        let key = format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        if hosts.len() >= MAX_TRACKED_HOSTS && !hosts.contains_key(&key) {
+            hosts.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        Arc::clone(
+            hosts.entry(key).or_insert_with(|| {
+                Arc::new(Semaphore::new(self.settings.max_connections_per_host))
+            }),
+        )
+    }
+
+    /// One attempt: waits for a slot of the host's limit, sends, waits for the answer's head;
+    /// all within `--backend-timeout`.
+    async fn attempt(
+        &self,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer, BackendError> {
+        let limit = self.host_limit(url);
+        let exchange = async {
+            let permit = limit
+                .acquire_owned()
+                .await
+                .map_err(|_| BackendError::Timeout)?;
+            let response = request.send().await.map_err(BackendError::from_reqwest)?;
+            Ok(Answer {
+                response,
+                _permit: permit,
+            })
+        };
+        tokio::time::timeout(self.settings.timeout, exchange)
+            .await
+            .unwrap_or(Err(BackendError::Timeout))
+    }
+
+    /// Sends a request, retrying transient failures within the retry policy. Returns the first
+    /// 2xx answer, or the last failure.
+    async fn send_with_retries(
+        &self,
+        url: &Url,
+        what: &'static str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Answer, BackendError> {
+        let policy = self.settings.retry;
+        let started = Instant::now();
+        let mut retry = 0u32;
+        loop {
+            let (error, wait) = match self.attempt(url, build()).await {
+                Ok(answer) if answer.response.status().is_success() => return Ok(answer),
+                Ok(answer) => {
+                    let status = answer.response.status();
+                    let hint = retry_after(answer.response.headers().get(RETRY_AFTER));
+                    (BackendError::Status(status), hint)
+                }
+                Err(e) => (e, None),
+            };
+            retry += 1;
+            let wait = wait.unwrap_or_else(|| policy.backoff(retry));
+            if !error.is_transient()
+                || retry > policy.retries
+                || started.elapsed() + wait > policy.budget
+            {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                if error.is_transient() && policy.retries > 0 {
+                    warn!(what, retries = retry - 1, error = %error.detail(), "backend retries exhausted");
+                }
+                return Err(error);
+            }
+            let total = self.counters.retries.fetch_add(1, Ordering::Relaxed) + 1;
+            debug!(what, retry, wait = ?wait, error = %error.detail(), retries_total = total, "retrying backend request");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// POSTs one client message. A 2xx answer with a non-empty body is a reply to deliver to
-    /// the client.
+    /// the client. Transient failures are retried with the same `x-ws-proxy-seq`.
     pub async fn post_frame(
         &self,
         url: &Url,
@@ -144,21 +383,18 @@ impl BackendClient {
             Payload::Text(_) => TEXT_CONTENT_TYPE,
             Payload::Binary(_) => BINARY_CONTENT_TYPE,
         };
-        let response = self
-            .http
-            .post(url.clone())
-            .header(CONTENT_TYPE, content_type)
-            .header(HEADER_SEND, callback.clone())
-            .header(HEADER_SEQ, seq)
-            .body(payload.bytes().clone())
-            .send()
-            .await
-            .map_err(BackendError::from_reqwest)?;
-        if !response.status().is_success() {
-            return Err(BackendError::Status(response.status()));
-        }
-        let content_type = response.headers().get(CONTENT_TYPE).cloned();
-        let body = self.read_body(response).await?;
+        let answer = self
+            .send_with_retries(url, "frame", || {
+                self.http
+                    .post(url.clone())
+                    .header(CONTENT_TYPE, content_type)
+                    .header(HEADER_SEND, callback.clone())
+                    .header(HEADER_SEQ, seq)
+                    .body(payload.bytes().clone())
+            })
+            .await?;
+        let content_type = answer.response.headers().get(CONTENT_TYPE).cloned();
+        let body = self.read_body(answer).await?;
         if body.is_empty() {
             return Ok(None);
         }
@@ -168,28 +404,27 @@ impl BackendClient {
     }
 
     /// POSTs to the connect hook before the upgrade completes. `headers` are the client's
-    /// handshake headers to forward (already filtered by the caller).
+    /// handshake headers to forward (already filtered by the caller). Not retried: the client
+    /// is waiting, and may retry itself.
     pub async fn post_connect(
         &self,
         url: &Url,
         callback: &HeaderValue,
         headers: reqwest::header::HeaderMap,
     ) -> Result<ConnectAnswer, BackendError> {
-        let mut response = self
+        let request = self
             .http
             .post(url.clone())
             .headers(headers)
             .header(HEADER_SEND, callback.clone())
-            .body(Bytes::new())
-            .send()
-            .await
-            .map_err(BackendError::from_reqwest)?;
-        let status = response.status();
-        let content_type = response.headers().get(CONTENT_TYPE).cloned();
+            .body(Bytes::new());
+        let mut answer = self.attempt(url, request).await?;
+        let status = answer.response.status();
+        let content_type = answer.response.headers().get(CONTENT_TYPE).cloned();
         if !status.is_success() {
             let mut body = BytesMut::new();
             while body.len() < MAX_REFUSAL_BODY {
-                match response.chunk().await {
+                match answer.response.chunk().await {
                     Ok(Some(chunk)) => {
                         let room = MAX_REFUSAL_BODY - body.len();
                         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -204,13 +439,14 @@ impl BackendClient {
                 body: body.freeze(),
             });
         }
-        let subprotocol = response
+        let subprotocol = answer
+            .response
             .headers()
             .get(reqwest::header::SEC_WEBSOCKET_PROTOCOL)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty());
-        let body = self.read_body(response).await?;
+        let body = self.read_body(answer).await?;
         let first_message = if body.is_empty() {
             None
         } else {
@@ -225,52 +461,55 @@ impl BackendClient {
         })
     }
 
-    /// POSTs the disconnect notice for an ended connection.
+    /// POSTs the disconnect notice for an ended connection, retrying transient failures: it is
+    /// the backend's only cleanup signal.
     pub async fn post_disconnect(
         &self,
         url: &Url,
         callback: &HeaderValue,
         ending: &Ending,
     ) -> Result<(), BackendError> {
-        let mut request = self
-            .http
-            .post(url.clone())
-            .header(HEADER_SEND, callback.clone())
-            .header(HEADER_CLOSE_INITIATOR, ending.initiator.as_str())
-            .header(HEADER_CLOSE_CAUSE, ending.cause.as_str())
-            .header(CONTENT_TYPE, TEXT_CONTENT_TYPE)
-            .body(Bytes::new());
-        if let Some(code) = ending.code_number() {
-            request = request.header(HEADER_CLOSE_CODE, code);
-        }
-        if ending.code.is_some() {
-            request = request.header(HEADER_CLOSE_REASON, header_safe_reason(&ending.reason));
-        }
-        let response = request.send().await.map_err(BackendError::from_reqwest)?;
-        let status = response.status();
+        let reason = header_safe_reason(&ending.reason);
+        let answer = self
+            .send_with_retries(url, "disconnect", || {
+                let mut request = self
+                    .http
+                    .post(url.clone())
+                    .header(HEADER_SEND, callback.clone())
+                    .header(HEADER_CLOSE_INITIATOR, ending.initiator.as_str())
+                    .header(HEADER_CLOSE_CAUSE, ending.cause.as_str())
+                    .header(CONTENT_TYPE, TEXT_CONTENT_TYPE)
+                    .body(Bytes::new());
+                if let Some(code) = ending.code_number() {
+                    request = request
+                        .header(HEADER_CLOSE_CODE, code)
+                        .header(HEADER_CLOSE_REASON, reason.as_str());
+                }
+                request
+            })
+            .await?;
         // Drain (bounded) so the pooled connection can be reused.
-        let _ = self.read_body(response).await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(BackendError::Status(status))
-        }
+        let _ = self.read_body(answer).await;
+        Ok(())
     }
 
     /// Reads a reply body, refusing more than `max_reply_size` bytes.
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, BackendError> {
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_reply_size as u64)
-        {
+    async fn read_body(&self, answer: Answer) -> Result<Bytes, BackendError> {
+        let Answer {
+            mut response,
+            _permit,
+        } = answer;
+        let limit = self.settings.max_reply_size;
+        let declared = response.content_length();
+        if declared.is_some_and(|n| n > limit as u64) {
             return Err(BackendError::ReplyTooLarge);
         }
         let mut body = BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(BackendError::from_reqwest)? {
-            if body.len() + chunk.len() > self.max_reply_size {
+            if body.len() + chunk.len() > limit {
                 return Err(BackendError::ReplyTooLarge);
             }
-            if body.is_empty() && chunk.len() == response.content_length().unwrap_or(0) as usize {
+            if body.is_empty() && Some(chunk.len() as u64) == declared {
                 // The whole body in one chunk: hand it on without copying.
                 return Ok(chunk);
             }
@@ -279,8 +518,57 @@ impl BackendClient {
         Ok(body.freeze())
     }
 
-    /// The per-request timeout.
+    /// The per-attempt timeout.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.settings.timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let policy = RetryPolicy {
+            retries: 10,
+            budget: Duration::from_secs(60),
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(2),
+        };
+        for retry in 1..=10 {
+            let exp = (Duration::from_millis(100) * (1 << (retry - 1))).min(Duration::from_secs(2));
+            let wait = policy.backoff(retry);
+            assert!(
+                wait >= exp / 2 && wait <= exp,
+                "retry {retry}: {wait:?} vs {exp:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(retry_after(Some(&v("3"))), Some(Duration::from_secs(3)));
+        assert_eq!(
+            retry_after(Some(&v("Wed, 21 Oct 2015 07:28:00 GMT"))),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(Some(&v("soon"))), None);
+        assert_eq!(retry_after(None), None);
+    }
+
+    #[test]
+    fn transient_statuses() {
+        for s in [429, 502, 503, 504] {
+            assert!(is_transient_status(
+                StatusCode::from_u16(s).unwrap_or_default()
+            ));
+        }
+        for s in [400, 404, 500, 301] {
+            assert!(!is_transient_status(
+                StatusCode::from_u16(s).unwrap_or_default()
+            ));
+        }
     }
 }

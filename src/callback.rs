@@ -14,9 +14,10 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tracing::debug;
+use tracing::warn;
 
 use crate::close::MAX_REASON_BYTES;
+use crate::limits::worth_logging;
 use crate::payload::Payload;
 use crate::registry::{ConnectionId, Outbound};
 use crate::server::Shared;
@@ -42,10 +43,14 @@ pub enum ApiError {
     )]
     NotUtf8,
     /// 503: the client's send queue is full; retry after `Retry-After` seconds.
-    #[error("the client's send queue is full ({capacity} messages waiting); retry later")]
+    #[error(
+        "the client's send queue is full (at most {capacity} messages or {bytes} bytes wait); retry later"
+    )]
     QueueFull {
         /// Queue capacity in messages.
         capacity: usize,
+        /// Queue capacity in bytes.
+        bytes: usize,
     },
     /// 408: the body did not arrive within the handshake timeout.
     #[error("the request body did not arrive in time")]
@@ -93,11 +98,10 @@ pub(crate) async fn post_message(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let id = ConnectionId::parse(&id).ok_or(ApiError::UnknownConnection)?;
-    let sender = shared
+    let handle = shared
         .registry
         .lookup(&id)
-        .ok_or(ApiError::UnknownConnection)?
-        .sender;
+        .ok_or(ApiError::UnknownConnection)?;
     let limit = shared.config.max_message_size;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -121,15 +125,34 @@ pub(crate) async fn post_message(
     };
     let payload = Payload::from_http(headers.get(header::CONTENT_TYPE), bytes)
         .map_err(|_| ApiError::NotUtf8)?;
-    match sender.try_send(Outbound::Message(payload)) {
+    // Reserve the bytes first; a message larger than the byte budget still fits an empty queue.
+    let len = payload.len();
+    let queued = &handle.stats.queued_bytes;
+    let before = queued.fetch_add(len, Ordering::AcqRel);
+    let full = before > 0 && before + len > shared.config.send_queue_bytes;
+    let result = if full {
+        Err(TrySendError::Full(Outbound::Message(payload)))
+    } else {
+        handle.sender.try_send(Outbound::Message(payload))
+    };
+    match result {
         Ok(()) => Ok(StatusCode::ACCEPTED),
-        Err(TrySendError::Full(_)) => {
-            debug!(conn.id = %id, "callback refused: send queue full");
-            Err(ApiError::QueueFull {
-                capacity: sender.max_capacity(),
-            })
+        Err(e) => {
+            queued.fetch_sub(len, Ordering::AcqRel);
+            match e {
+                TrySendError::Full(_) => {
+                    let total = shared.limits.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
+                    if worth_logging(total) {
+                        warn!(conn.id = %id, queue_full_total = total, "callback refused: the client's send queue is full");
+                    }
+                    Err(ApiError::QueueFull {
+                        capacity: handle.sender.max_capacity(),
+                        bytes: shared.config.send_queue_bytes,
+                    })
+                }
+                TrySendError::Closed(_) => Err(ApiError::UnknownConnection),
+            }
         }
-        Err(TrySendError::Closed(_)) => Err(ApiError::UnknownConnection),
     }
 }
 
@@ -157,6 +180,7 @@ pub(crate) async fn delete_connection(
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(SendTimeoutError::Timeout(_)) => Err(ApiError::QueueFull {
             capacity: handle.sender.max_capacity(),
+            bytes: shared.config.send_queue_bytes,
         }),
         Err(SendTimeoutError::Closed(_)) => Err(ApiError::UnknownConnection),
     }

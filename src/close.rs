@@ -54,6 +54,8 @@ pub enum Cause {
     IdleTimeout,
     /// The connection reached `--max-connection-lifetime`.
     Lifetime,
+    /// The client sent more than `--max-messages-per-second`.
+    RateLimited,
 }
 
 impl Cause {
@@ -70,6 +72,7 @@ impl Cause {
             Cause::Shutdown => "shutdown",
             Cause::IdleTimeout => "idle-timeout",
             Cause::Lifetime => "lifetime",
+            Cause::RateLimited => "rate-limited",
         }
     }
 }

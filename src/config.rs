@@ -96,6 +96,84 @@ pub struct Cli {
     )]
     pub send_queue: usize,
 
+    /// Bytes that may wait to be written to one client (a single message larger than this is
+    /// still accepted when the queue is empty). [default: 4MiB]
+    #[arg(long, env = "WS_BRIDGE_SEND_QUEUE_BYTES", default_value = "4MiB", value_name = "BYTES", value_parser = parse_size)]
+    pub send_queue_bytes: usize,
+
+    /// Client messages read ahead while a frame POST is in flight; then the bridge stops
+    /// reading the socket (TCP backpressure). [default: 16]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_READ_AHEAD_MESSAGES",
+        default_value_t = 16,
+        value_name = "MESSAGES"
+    )]
+    pub read_ahead_messages: usize,
+
+    /// Bytes of client messages read ahead while a frame POST is in flight. [default: 1MiB]
+    #[arg(long, env = "WS_BRIDGE_READ_AHEAD_BYTES", default_value = "1MiB", value_name = "BYTES", value_parser = parse_size)]
+    pub read_ahead_bytes: usize,
+
+    /// Retries of a frame or disconnect POST after a transient failure (connection refused or
+    /// lost before an answer, 429, 502, 503, 504). [default: 4]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_BACKEND_RETRIES",
+        default_value_t = 4,
+        value_name = "COUNT"
+    )]
+    pub backend_retries: u32,
+
+    /// Longest time spent retrying one request (backoff waits included); a retry that would
+    /// start later is not made. [default: 15s]
+    #[arg(long, env = "WS_BRIDGE_BACKEND_RETRY_BUDGET", default_value = "15s", value_name = "DURATION", value_parser = parse_duration)]
+    pub backend_retry_budget: Duration,
+
+    /// Concurrent requests (and so connections, over HTTP/1.1) to one backend host:port;
+    /// further requests wait for a free one within --backend-timeout. [default: 256]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_BACKEND_MAX_CONNECTIONS",
+        default_value_t = 256,
+        value_name = "COUNT"
+    )]
+    pub backend_max_connections: usize,
+
+    /// Extra PEM CA certificates trusted for https backends, besides the system's. [default:
+    /// none]
+    #[arg(long, env = "WS_BRIDGE_BACKEND_CA", value_name = "PATH")]
+    pub backend_ca: Option<PathBuf>,
+
+    /// Open WebSocket connections at most; handshakes beyond it get 503. [default: 10000]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        value_name = "COUNT"
+    )]
+    pub max_connections: usize,
+
+    /// Open WebSocket connections from one client IP address at most; handshakes beyond it get
+    /// 429. 0 turns the limit off. [default: 1000]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 1000,
+        value_name = "COUNT"
+    )]
+    pub max_connections_per_ip: usize,
+
+    /// Messages per second one client may send (token bucket holding one second's worth);
+    /// excess closes the connection with 1008. 0 turns the limit off. [default: 1000]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_MAX_MESSAGES_PER_SECOND",
+        default_value_t = 1000,
+        value_name = "RATE"
+    )]
+    pub max_messages_per_second: u32,
+
     /// Time a client may take to accept one message written to it before it is closed as too
     /// slow. [default: 30s]
     #[arg(long, env = "WS_BRIDGE_CLIENT_WRITE_TIMEOUT", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
@@ -173,6 +251,26 @@ pub struct Config {
     pub backend_timeout: Duration,
     /// Capacity of each connection's outbound queue, in messages.
     pub send_queue: usize,
+    /// Capacity of each connection's outbound queue, in bytes.
+    pub send_queue_bytes: usize,
+    /// Client messages read ahead while a POST is in flight.
+    pub read_ahead_messages: usize,
+    /// Client bytes read ahead while a POST is in flight.
+    pub read_ahead_bytes: usize,
+    /// Retries after transient backend failures.
+    pub backend_retries: u32,
+    /// Time budget for the retries of one request.
+    pub backend_retry_budget: Duration,
+    /// Concurrent requests per backend host.
+    pub backend_max_connections: usize,
+    /// Extra trusted CA certificates for https backends (DER).
+    pub backend_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Open connections per client IP at most (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Messages per second per client (0: no limit).
+    pub max_messages_per_second: u32,
     /// Time allowed for one write to a client.
     pub client_write_timeout: Duration,
     /// Time allowed for TLS handshake plus request head.
@@ -197,6 +295,16 @@ impl std::fmt::Debug for Config {
             .field("max_message_size", &self.max_message_size)
             .field("backend_timeout", &self.backend_timeout)
             .field("send_queue", &self.send_queue)
+            .field("send_queue_bytes", &self.send_queue_bytes)
+            .field("read_ahead_messages", &self.read_ahead_messages)
+            .field("read_ahead_bytes", &self.read_ahead_bytes)
+            .field("backend_retries", &self.backend_retries)
+            .field("backend_retry_budget", &self.backend_retry_budget)
+            .field("backend_max_connections", &self.backend_max_connections)
+            .field("backend_ca", &self.backend_ca.len())
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_messages_per_second", &self.max_messages_per_second)
             .field("client_write_timeout", &self.client_write_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -244,6 +352,40 @@ impl TryFrom<Cli> for Config {
                 reason: "must be between 1 and 1000000 messages".into(),
             });
         }
+        for (flag, value, min, max) in [
+            (
+                "--send-queue-bytes",
+                cli.send_queue_bytes,
+                1,
+                MAX_MAX_MESSAGE_SIZE,
+            ),
+            ("--read-ahead-messages", cli.read_ahead_messages, 1, 100_000),
+            (
+                "--read-ahead-bytes",
+                cli.read_ahead_bytes,
+                1,
+                MAX_MAX_MESSAGE_SIZE,
+            ),
+            (
+                "--backend-max-connections",
+                cli.backend_max_connections,
+                1,
+                100_000,
+            ),
+            ("--max-connections", cli.max_connections, 1, 10_000_000),
+        ] {
+            if value < min || value > max {
+                return Err(ConfigError::OutOfRange {
+                    flag,
+                    value: value.to_string(),
+                    reason: format!("must be between {min} and {max}"),
+                });
+            }
+        }
+        let backend_ca = match &cli.backend_ca {
+            Some(path) => tls::ca_certificates(path)?,
+            None => Vec::new(),
+        };
         for (flag, value) in [
             ("--backend-timeout", cli.backend_timeout),
             ("--client-write-timeout", cli.client_write_timeout),
@@ -281,6 +423,16 @@ impl TryFrom<Cli> for Config {
             max_message_size: cli.max_message_size,
             backend_timeout: cli.backend_timeout,
             send_queue: cli.send_queue,
+            send_queue_bytes: cli.send_queue_bytes,
+            read_ahead_messages: cli.read_ahead_messages,
+            read_ahead_bytes: cli.read_ahead_bytes,
+            backend_retries: cli.backend_retries,
+            backend_retry_budget: cli.backend_retry_budget,
+            backend_max_connections: cli.backend_max_connections,
+            backend_ca,
+            max_connections: cli.max_connections,
+            max_connections_per_ip: cli.max_connections_per_ip,
+            max_messages_per_second: cli.max_messages_per_second,
             client_write_timeout: cli.client_write_timeout,
             handshake_timeout: cli.handshake_timeout,
             shutdown_grace: cli.shutdown_grace,

@@ -1,8 +1,8 @@
 //! One task per WebSocket connection.
 //!
 //! The task owns the client socket and runs a single `select!` over: client messages (read
-//! ahead at most [`READ_AHEAD_MESSAGES`] messages or `--max-message-size` bytes while a frame
-//! POST is in flight, then TCP backpressure), the one frame POST in flight (message N+1 is
+//! ahead at most `--read-ahead-messages` messages or `--read-ahead-bytes` bytes while a frame
+//! POST is in flight, then TCP backpressure; at most `--max-messages-per-second`), the one frame POST in flight (message N+1 is
 //! posted only after message N succeeded), the bounded outbound queue fed by the callback API,
 //! and the shutdown token. When the loop ends it closes the client, removes the registry entry
 //! (callbacks answer 404 from then on), posts what was read but not yet posted (unless the
@@ -29,12 +29,11 @@ use url::Url;
 
 use crate::backend::{BackendClient, BackendError};
 use crate::close::{Cause, Ending, Initiator};
+use crate::limits::{ConnectionSlot, TokenBucket, worth_logging};
 use crate::payload::Payload;
 use crate::registry::{ConnectionId, ConnectionStats, Outbound, Registration};
 use crate::server::Shared;
 
-/// Client messages read ahead while a frame POST is in flight, before reading stops.
-pub const READ_AHEAD_MESSAGES: usize = 16;
 /// Time given to the WebSocket closing handshake before the socket is dropped.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -53,6 +52,8 @@ pub(crate) struct Connection {
     pub(crate) stats: Arc<ConnectionStats>,
     /// The connect hook's answer body, sent before anything else.
     pub(crate) first_message: Option<Payload>,
+    /// This connection's place in the connection limits, released when the task ends.
+    pub(crate) slot: ConnectionSlot,
 }
 
 /// Runs a connection to its end, disconnect POST included.
@@ -69,9 +70,13 @@ where
         mut outbound,
         stats,
         first_message,
+        slot,
     } = conn;
     let backend = shared.backend.clone();
-    let max_bytes = shared.config.max_message_size;
+    let read_ahead_messages = shared.config.read_ahead_messages;
+    let read_ahead_bytes = shared.config.read_ahead_bytes;
+    let mut rate_limit = (shared.config.max_messages_per_second > 0)
+        .then(|| TokenBucket::new(shared.config.max_messages_per_second));
     let write_timeout = shared.config.client_write_timeout;
     let shutdown = shared.shutdown.clone();
     let idle_timeout = shared.config.idle_timeout;
@@ -108,7 +113,7 @@ where
                 in_flight = Some(post_frame(&backend, &frame_url, &callback, seq, payload));
                 seq += 1;
             }
-            let may_read = pending.len() < READ_AHEAD_MESSAGES && pending_bytes < max_bytes;
+            let may_read = pending.len() < read_ahead_messages && pending_bytes < read_ahead_bytes;
 
             tokio::select! {
                 biased;
@@ -163,6 +168,15 @@ where
                 }
                 message = ws.next(), if may_read => match read_outcome(message) {
                     Read::Message(payload) => {
+                        if let Some(bucket) = rate_limit.as_mut()
+                            && !bucket.take()
+                        {
+                            let total = shared.limits.rate_limited.fetch_add(1, Ordering::Relaxed) + 1;
+                            if worth_logging(total) {
+                                warn!(rate_limited_total = total, "client exceeded --max-messages-per-second");
+                            }
+                            break Ending::new(Initiator::Bridge, Cause::RateLimited, CloseCode::Policy, "message rate limit exceeded");
+                        }
                         last_seen = Instant::now();
                         stats.record_in(payload.len());
                         pending_bytes += payload.len();
@@ -229,6 +243,7 @@ where
         undelivered,
         "connection closed"
     );
+    drop(slot);
     debug!(conn.id = %id, "connection task finished");
 }
 
@@ -344,7 +359,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match item {
-        Outbound::Message(payload) => write(ws, payload, timeout, stats).await,
+        Outbound::Message(payload) => {
+            stats
+                .queued_bytes
+                .fetch_sub(payload.len(), Ordering::AcqRel);
+            write(ws, payload, timeout, stats).await
+        }
         Outbound::Close { code, reason } => Err(Ending::new(
             Initiator::Backend,
             Cause::BackendClose,

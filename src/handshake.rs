@@ -20,6 +20,7 @@ use crate::allowlist::parse_backend_url;
 use crate::backend::{BackendError, ConnectAnswer};
 use crate::close::Ending;
 use crate::connection::{self, Connection};
+use crate::limits::{LimitRefusal, worth_logging};
 use crate::registry::{ConnectionHandle, ConnectionId, ConnectionStats};
 use crate::server::{ClientAddr, Shared};
 
@@ -273,6 +274,10 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         .into_response();
     };
 
+    let slot = match shared.limits.try_acquire(client_addr.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => return limit_refusal(refusal, client_addr),
+    };
     let offered = offered_subprotocols(request.headers());
     let id = ConnectionId::random();
     let callback_url = format!("{}/{}", shared.base_url, id.full());
@@ -356,6 +361,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         outbound: receiver,
         stats,
         first_message,
+        slot,
     };
     let span = info_span!("conn", conn.id = %id, client.addr = %client_addr);
     let task_shared = Arc::clone(&shared);
@@ -402,6 +408,36 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
     if let Some(protocol) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
+    response
+}
+
+/// Answers a handshake refused by a connection limit, logging it with its running count.
+fn limit_refusal(refusal: LimitRefusal, client_addr: SocketAddr) -> Response {
+    let (status, message, total, flag) = match refusal {
+        LimitRefusal::Full { limit, total } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this bridge is at its limit of {limit} open connections (--max-connections); retry later"
+            ),
+            total,
+            "--max-connections",
+        ),
+        LimitRefusal::PerIp { limit, total } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many open connections from your address (limit {limit}, --max-connections-per-ip); close some first"
+            ),
+            total,
+            "--max-connections-per-ip",
+        ),
+    };
+    if worth_logging(total) {
+        warn!(client.addr = %client_addr, limit = flag, refused_total = total, "connection refused by a limit");
+    }
+    let mut response = Refusal::new(status, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

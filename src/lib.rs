@@ -15,7 +15,8 @@
 //! bounded queue) -> [`connection`] task -> client socket.
 //!
 //! Around them: [`config`] (flags, validation), [`tls`] (certificates), [`payload`] (text vs
-//! binary across HTTP), [`close`] (close codes, causes, initiators), [`shutdown`] (signals).
+//! binary across HTTP), [`close`] (close codes, causes, initiators), [`limits`] (connection
+//! counts, message rates, refusal counters), [`shutdown`] (signals).
 
 pub mod allowlist;
 pub mod backend;
@@ -24,6 +25,7 @@ pub mod close;
 pub mod config;
 pub mod connection;
 pub mod handshake;
+pub mod limits;
 pub mod payload;
 pub mod registry;
 pub mod server;

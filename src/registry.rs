@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -97,6 +97,8 @@ pub struct ConnectionStats {
     pub messages_out: AtomicU64,
     /// Payload bytes written to the client.
     pub bytes_out: AtomicU64,
+    /// Payload bytes accepted by the callback API and not yet written to the client.
+    pub queued_bytes: AtomicUsize,
     /// Milliseconds since the Unix epoch of the last frame read from or message written to
     /// the client.
     last_activity_ms: AtomicU64,
@@ -113,6 +115,7 @@ impl ConnectionStats {
             bytes_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(unix_ms(now)),
         }
     }

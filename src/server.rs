@@ -26,8 +26,9 @@ use tower_http::cors::{Any, CorsLayer};
 use tracing::{debug, info, warn};
 use url::Url;
 
-use crate::backend::BackendClient;
+use crate::backend::{BackendClient, BackendSettings, RetryPolicy};
 use crate::config::Config;
+use crate::limits::ConnectionLimits;
 use crate::registry::Registry;
 
 /// The client's address, put into each request's extensions by the accept loop.
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     /// disconnect POSTs.
     pub(crate) tracker: TaskTracker,
     pub(crate) ws_config: WebSocketConfig,
+    /// Connection counts and refusal counters.
+    pub(crate) limits: Arc<ConnectionLimits>,
 }
 
 /// Errors that stop [`run`] before it serves anything.
@@ -69,8 +72,19 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let local = listener.local_addr().map_err(RunError::LocalAddr)?;
     let base_url = effective_base_url(&config, local);
-    let backend = BackendClient::new(config.backend_timeout, config.max_message_size)
-        .map_err(RunError::Backend)?;
+    let backend = BackendClient::new(BackendSettings {
+        timeout: config.backend_timeout,
+        max_reply_size: config.max_message_size,
+        max_connections_per_host: config.backend_max_connections,
+        retry: RetryPolicy {
+            retries: config.backend_retries,
+            budget: config.backend_retry_budget,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(5),
+        },
+        extra_roots: config.backend_ca.clone(),
+    })
+    .map_err(RunError::Backend)?;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size))
@@ -90,6 +104,8 @@ pub async fn run(
         "websocket-bridge listening"
     );
 
+    let config_max_connections = config.max_connections;
+    let config_max_per_ip = config.max_connections_per_ip;
     let shared = Arc::new(Shared {
         config,
         base_url,
@@ -98,6 +114,10 @@ pub async fn run(
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         ws_config,
+        limits: Arc::new(ConnectionLimits::new(
+            config_max_connections,
+            config_max_per_ip,
+        )),
     });
     let router = router(Arc::clone(&shared));
 

@@ -16,6 +16,9 @@ pub enum TlsError {
     /// The key file is unreadable or holds no PEM private key.
     #[error("--key {path:?}: {reason}")]
     Key { path: PathBuf, reason: String },
+    /// The `--backend-ca` file is unreadable or holds no certificate.
+    #[error("--backend-ca {path:?}: {reason}")]
+    Ca { path: PathBuf, reason: String },
     /// rustls refused the pair (e.g. the key does not match the certificate).
     #[error("--cert/--key: {0}")]
     Pair(String),
@@ -55,4 +58,20 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     .map_err(|e| TlsError::Pair(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Loads the PEM CA certificates of `--backend-ca`.
+pub fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError::Ca {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(format!("cannot read it ({e})")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("not valid PEM ({e})")))?;
+    if certs.is_empty() {
+        return Err(err("holds no PEM CERTIFICATE block".into()));
+    }
+    Ok(certs)
 }

@@ -115,7 +115,7 @@ async fn callbacks_deliver_text_and_binary_to_the_client() {
 async fn ten_thousand_messages_arrive_in_order_without_gaps_or_repeats() {
     bounded(async {
         let backend = Backend::start().await;
-        let bridge = Bridge::for_backend(&backend, &[]).await;
+        let bridge = Bridge::for_backend(&backend, &["--max-messages-per-second", "0"]).await;
         let client = bridge.client(&backend, "/frame", None).await;
         const N: usize = 10_000;
         let (mut sink, mut stream) = client.split();

@@ -1,0 +1,220 @@
+//! Connection-count limits (global and per client IP), the per-connection message rate limit
+//! (token bucket), and the counters of refusals they cause. Owns no I/O: the handshake asks for
+//! a [`ConnectionSlot`] and the connection task asks its [`TokenBucket`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::time::Instant;
+
+/// Why a handshake was refused by a connection limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitRefusal {
+    /// `--max-connections` reached (503).
+    Full {
+        /// The limit.
+        limit: usize,
+        /// Refusals of this kind so far.
+        total: u64,
+    },
+    /// `--max-connections-per-ip` reached for this IP (429).
+    PerIp {
+        /// The limit.
+        limit: usize,
+        /// Refusals of this kind so far.
+        total: u64,
+    },
+}
+
+/// Counts open connections, overall and per client IP.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    max: usize,
+    per_ip: usize,
+    open: AtomicUsize,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Handshakes refused by `--max-connections`.
+    pub refused_full: AtomicU64,
+    /// Handshakes refused by `--max-connections-per-ip`.
+    pub refused_per_ip: AtomicU64,
+    /// Connections closed by `--max-messages-per-second`.
+    pub rate_limited: AtomicU64,
+    /// Callback POSTs refused because a send queue was full.
+    pub queue_full: AtomicU64,
+}
+
+impl ConnectionLimits {
+    /// Limits of `max` connections and `per_ip` per address (0: no per-address limit).
+    pub fn new(max: usize, per_ip: usize) -> Self {
+        ConnectionLimits {
+            max,
+            per_ip,
+            open: AtomicUsize::new(0),
+            by_ip: Mutex::default(),
+            refused_full: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            queue_full: AtomicU64::new(0),
+        }
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot for a new connection from `ip`, or says which limit refuses it.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, LimitRefusal> {
+        let ip = ip.to_canonical();
+        let reserved = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            let total = self.refused_full.fetch_add(1, Ordering::Relaxed) + 1;
+            return Err(LimitRefusal::Full {
+                limit: self.max,
+                total,
+            });
+        }
+        if self.per_ip > 0 {
+            let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = by_ip.entry(ip).or_insert(0);
+            if *count >= self.per_ip {
+                drop(by_ip);
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                let total = self.refused_per_ip.fetch_add(1, Ordering::Relaxed) + 1;
+                return Err(LimitRefusal::PerIp {
+                    limit: self.per_ip,
+                    total,
+                });
+            }
+            *count += 1;
+        }
+        Ok(ConnectionSlot {
+            limits: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// One open connection's place in the limits; released when dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if self.limits.per_ip > 0 {
+            let mut by_ip = self
+                .limits
+                .by_ip
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = by_ip.get_mut(&self.ip) {
+                *count -= 1;
+                if *count == 0 {
+                    by_ip.remove(&self.ip);
+                }
+            }
+        }
+        self.limits.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether the `n`th event of a kind deserves a log line: the first ones, then every
+/// thousandth, so a flood cannot flood the logs.
+pub fn worth_logging(n: u64) -> bool {
+    n <= 10 || n.is_power_of_two() || n % 1000 == 0
+}
+
+/// A token bucket: `rate` tokens per second, holding at most one second's worth.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket refilling at `rate` per second.
+    pub fn new(rate: u32) -> Self {
+        TokenBucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_counted_and_released() {
+        let limits = Arc::new(ConnectionLimits::new(3, 2));
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let s1 = limits.try_acquire(a);
+        let s2 = limits.try_acquire(a);
+        assert!(s1.is_ok() && s2.is_ok());
+        assert!(matches!(
+            limits.try_acquire(a),
+            Err(LimitRefusal::PerIp { limit: 2, total: 1 })
+        ));
+        let s3 = limits.try_acquire(b);
+        assert!(s3.is_ok());
+        assert!(matches!(
+            limits.try_acquire(b),
+            Err(LimitRefusal::Full { limit: 3, total: 1 })
+        ));
+        drop(s1);
+        assert_eq!(limits.open(), 2);
+        let s4 = limits.try_acquire(a);
+        assert!(s4.is_ok());
+        // IPv4-mapped IPv6 counts as the IPv4 address.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap_or(a);
+        drop(s3);
+        assert!(matches!(
+            limits.try_acquire(mapped),
+            Err(LimitRefusal::PerIp { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_allows_its_rate() {
+        let mut bucket = TokenBucket::new(10);
+        for _ in 0..10 {
+            assert!(bucket.take());
+        }
+        assert!(!bucket.take());
+        tokio::time::advance(std::time::Duration::from_millis(150)).await;
+        assert!(bucket.take());
+        assert!(!bucket.take());
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        for _ in 0..10 {
+            assert!(bucket.take());
+        }
+        assert!(!bucket.take());
+    }
+}
