@@ -39,6 +39,9 @@ pub async fn bounded<F: Future<Output = T>, T>(f: F) -> T {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub path: String,
+    /// The bridge-side address of the TCP connection the request came on.
+    pub peer: SocketAddr,
+    pub version: axum::http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -59,12 +62,19 @@ impl Recorded {
 /// `/slow` answers 204 after 50 ms; `/connect-reject` 401 with a body; `/connect-welcome` 200
 /// with a first message and subprotocol `chat.v2`; `/connect-badproto` selects a subprotocol
 /// nobody offered; `/callback-then-reply` sends `A<body>` through the callback URL, then
-/// answers `B<body>`.
+/// answers `B<body>`; `/flaky` answers 503 to the first attempt of each seq, then 204;
+/// `/ratelimited` answers 429 with `Retry-After: 1` to the first attempt of each seq;
+/// `/always503` always 503.
 #[derive(Clone)]
 pub struct Backend {
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<Recorded>>>,
     changed: Arc<Notify>,
+    /// Attempts seen per (path, seq), for the flaky paths.
+    attempts: Arc<Mutex<std::collections::HashMap<(String, u64), u32>>>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Most requests in progress at once.
+    pub max_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Backend {
@@ -82,10 +92,17 @@ impl Backend {
             addr,
             log: Arc::default(),
             changed: Arc::default(),
+            attempts: Arc::default(),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
         };
         let app = Router::new().fallback(record).with_state(backend.clone());
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
         });
         backend
     }
@@ -151,19 +168,50 @@ impl Backend {
     }
 }
 
-async fn record(State(backend): State<Backend>, request: Request) -> Response {
+async fn record(
+    State(backend): State<Backend>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    use std::sync::atomic::Ordering;
+    let now = backend.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    backend.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let response = respond(&backend, peer, request).await;
+    backend.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+async fn respond(backend: &Backend, peer: SocketAddr, request: Request) -> Response {
     let path = request.uri().path().to_owned();
+    let version = request.version();
     let headers = request.headers().clone();
     let body = axum::body::to_bytes(request.into_body(), usize::MAX)
         .await
         .unwrap_or_default();
-    backend.log.lock().expect("log").push(Recorded {
+    let recorded = Recorded {
         path: path.clone(),
+        peer,
+        version,
         headers: headers.clone(),
         body: body.clone(),
-    });
+    };
+    let seq = recorded.seq().unwrap_or(u64::MAX);
+    backend.log.lock().expect("log").push(recorded);
     backend.changed.notify_waiters();
+    let attempt = {
+        let mut attempts = backend.attempts.lock().expect("attempts");
+        let n = attempts.entry((path.clone(), seq)).or_insert(0);
+        *n += 1;
+        *n
+    };
     match path.as_str() {
+        "/flaky" if attempt == 1 => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        "/flaky" => StatusCode::NO_CONTENT.into_response(),
+        "/ratelimited" if attempt == 1 => {
+            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")]).into_response()
+        }
+        "/ratelimited" => StatusCode::NO_CONTENT.into_response(),
+        "/always503" => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "nope").into_response(),
         "/hang" => {
             std::future::pending::<()>().await;
