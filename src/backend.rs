@@ -25,6 +25,8 @@ use url::Url;
 
 use crate::close::{Ending, header_safe_reason};
 use crate::payload::{BINARY_CONTENT_TYPE, Payload, TEXT_CONTENT_TYPE};
+use crate::signing::{HEADER_SIGNATURE, Signer};
+use crate::ssrf::GuardedResolver;
 
 /// `x-ws-proxy-send`: the callback URL of the connection.
 pub const HEADER_SEND: &str = "x-ws-proxy-send";
@@ -225,6 +227,10 @@ pub struct BackendSettings {
     pub retry: RetryPolicy,
     /// Extra trusted CAs for https backends.
     pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Signs every request, when configured.
+    pub signer: Option<Signer>,
+    /// Resolve names through [`GuardedResolver`] (`--deny-private-networks`).
+    pub deny_private_networks: bool,
 }
 
 /// Counters of the backend client, for logs.
@@ -268,6 +274,9 @@ impl BackendClient {
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout)
             .user_agent(concat!("websocket-bridge/", env!("CARGO_PKG_VERSION")));
+        if settings.deny_private_networks {
+            builder = builder.dns_resolver(Arc::new(GuardedResolver));
+        }
         if !settings.extra_roots.is_empty() {
             let mut roots = Vec::new();
             for der in &settings.extra_roots {
@@ -385,12 +394,14 @@ impl BackendClient {
         };
         let answer = self
             .send_with_retries(url, "frame", || {
-                self.http
+                let request = self
+                    .http
                     .post(url.clone())
                     .header(CONTENT_TYPE, content_type)
                     .header(HEADER_SEND, callback.clone())
                     .header(HEADER_SEQ, seq)
-                    .body(payload.bytes().clone())
+                    .body(payload.bytes().clone());
+                self.sign(request, callback, payload.bytes())
             })
             .await?;
         let content_type = answer.response.headers().get(CONTENT_TYPE).cloned();
@@ -418,6 +429,7 @@ impl BackendClient {
             .headers(headers)
             .header(HEADER_SEND, callback.clone())
             .body(Bytes::new());
+        let request = self.sign(request, callback, b"");
         let mut answer = self.attempt(url, request).await?;
         let status = answer.response.status();
         let content_type = answer.response.headers().get(CONTENT_TYPE).cloned();
@@ -485,12 +497,26 @@ impl BackendClient {
                         .header(HEADER_CLOSE_CODE, code)
                         .header(HEADER_CLOSE_REASON, reason.as_str());
                 }
-                request
+                self.sign(request, callback, b"")
             })
             .await?;
         // Drain (bounded) so the pooled connection can be reused.
         let _ = self.read_body(answer).await;
         Ok(())
+    }
+
+    /// Adds `x-ws-proxy-signature` when signing is configured. Called for every attempt, so a
+    /// retry carries a fresh timestamp.
+    fn sign(
+        &self,
+        request: reqwest::RequestBuilder,
+        callback: &HeaderValue,
+        body: &[u8],
+    ) -> reqwest::RequestBuilder {
+        match &self.settings.signer {
+            Some(signer) => request.header(HEADER_SIGNATURE, signer.header(callback, body)),
+            None => request,
+        }
     }
 
     /// Reads a reply body, refusing more than `max_reply_size` bytes.

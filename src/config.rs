@@ -14,6 +14,8 @@ use clap::Parser;
 use url::Url;
 
 use crate::allowlist::{Allowlist, AllowlistError};
+use crate::origin::{OriginError, OriginPolicy};
+use crate::signing::{MIN_SECRET_BYTES, Signer};
 use crate::tls::{self, TlsError};
 
 /// Default for `--max-message-size`: 1 MiB.
@@ -179,6 +181,55 @@ pub struct Cli {
     #[arg(long, env = "WS_BRIDGE_CLIENT_WRITE_TIMEOUT", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub client_write_timeout: Duration,
 
+    /// Secret for signing every backend request (x-ws-proxy-signature); repeatable for key
+    /// rotation, newline-separated in the environment. At least 16 bytes. [default: none]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_SIGNING_SECRET",
+        value_name = "SECRET",
+        value_delimiter = '\n',
+        hide_env_values = true
+    )]
+    pub signing_secret: Vec<String>,
+
+    /// File holding a signing secret (one trailing newline is ignored); repeatable. [default:
+    /// none]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_SIGNING_SECRET_FILE",
+        value_name = "PATH",
+        value_delimiter = '\n'
+    )]
+    pub signing_secret_file: Vec<PathBuf>,
+
+    /// Refuse backend URLs whose host resolves to a loopback, private, link-local, CGNAT,
+    /// unique-local or other special address, at the handshake (403) and at every request.
+    /// [default: off]
+    #[arg(long, env = "WS_BRIDGE_DENY_PRIVATE_NETWORKS")]
+    pub deny_private_networks: bool,
+
+    /// Origin allowed to open WebSocket connections: exact (https://app.example.com) or a
+    /// pattern (*.example.com, https://*.example.com); repeatable. When set, a handshake whose
+    /// Origin is missing or not allowed gets 403. [default: none, any origin]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = '\n'
+    )]
+    pub allowed_origin: Vec<String>,
+
+    /// Origin allowed to use callback URLs from a browser (CORS); repeatable; `*` for any.
+    /// [default: *]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_CALLBACK_CORS_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = '\n',
+        default_value = "*"
+    )]
+    pub callback_cors_origin: Vec<String>,
+
     /// Time a client may take for the TLS handshake and the HTTP request head. [default: 10s]
     #[arg(long, env = "WS_BRIDGE_HANDSHAKE_TIMEOUT", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
@@ -225,6 +276,15 @@ pub enum ConfigError {
     /// The certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// An `--allowed-origin` entry is invalid.
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    /// A signing secret is unusable.
+    #[error("{flag}: {reason}")]
+    Secret { flag: &'static str, reason: String },
+    /// A `--callback-cors-origin` entry is not a valid header value.
+    #[error("--callback-cors-origin {0:?}: not a valid origin")]
+    CorsOrigin(String),
     /// A numeric flag is out of range.
     #[error("{flag} {value}: {reason}")]
     OutOfRange {
@@ -273,6 +333,14 @@ pub struct Config {
     pub max_messages_per_second: u32,
     /// Time allowed for one write to a client.
     pub client_write_timeout: Duration,
+    /// Signs backend requests, when secrets are configured.
+    pub signer: Option<Signer>,
+    /// Whether backend URLs resolving to private addresses are refused.
+    pub deny_private_networks: bool,
+    /// Origins allowed to open WebSocket connections.
+    pub allowed_origins: OriginPolicy,
+    /// Origins allowed to use callback URLs cross-origin; `None` means any (`*`).
+    pub callback_cors_origins: Option<Vec<axum::http::HeaderValue>>,
     /// Time allowed for TLS handshake plus request head.
     pub handshake_timeout: Duration,
     /// Time allowed for a graceful shutdown.
@@ -306,6 +374,10 @@ impl std::fmt::Debug for Config {
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_messages_per_second", &self.max_messages_per_second)
             .field("client_write_timeout", &self.client_write_timeout)
+            .field("signer", &self.signer)
+            .field("deny_private_networks", &self.deny_private_networks)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("callback_cors_origins", &self.callback_cors_origins)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("ping_interval", &self.ping_interval)
@@ -382,6 +454,21 @@ impl TryFrom<Cli> for Config {
                 });
             }
         }
+        let signer = signer(&cli.signing_secret, &cli.signing_secret_file)?;
+        let allowed_origins = OriginPolicy::new(&cli.allowed_origin)?;
+        let callback_cors_origins = if cli.callback_cors_origin.iter().any(|o| o.trim() == "*") {
+            None
+        } else {
+            Some(
+                cli.callback_cors_origin
+                    .iter()
+                    .map(|o| {
+                        axum::http::HeaderValue::from_str(o.trim())
+                            .map_err(|_| ConfigError::CorsOrigin(o.clone()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+        };
         let backend_ca = match &cli.backend_ca {
             Some(path) => tls::ca_certificates(path)?,
             None => Vec::new(),
@@ -434,6 +521,10 @@ impl TryFrom<Cli> for Config {
             max_connections_per_ip: cli.max_connections_per_ip,
             max_messages_per_second: cli.max_messages_per_second,
             client_write_timeout: cli.client_write_timeout,
+            signer,
+            deny_private_networks: cli.deny_private_networks,
+            allowed_origins,
+            callback_cors_origins,
             handshake_timeout: cli.handshake_timeout,
             shutdown_grace: cli.shutdown_grace,
             ping_interval: cli.ping_interval,
@@ -457,6 +548,34 @@ impl Config {
         let cli = Cli::try_parse_from(argv).map_err(|e| first_line(&e.to_string()))?;
         Config::try_from(cli).map_err(|e| e.to_string())
     }
+}
+
+/// Builds the signer from `--signing-secret` values and `--signing-secret-file` contents.
+fn signer(secrets: &[String], files: &[PathBuf]) -> Result<Option<Signer>, ConfigError> {
+    let mut all: Vec<Vec<u8>> = Vec::new();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        all.push(secret.as_bytes().to_vec());
+    }
+    for path in files {
+        let mut bytes = std::fs::read(path).map_err(|e| ConfigError::Secret {
+            flag: "--signing-secret-file",
+            reason: format!("cannot read {path:?} ({e})"),
+        })?;
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        all.push(bytes);
+    }
+    if let Some(short) = all.iter().find(|s| s.len() < MIN_SECRET_BYTES) {
+        return Err(ConfigError::Secret {
+            flag: "--signing-secret",
+            reason: format!(
+                "a secret of {} bytes is too short: use at least {MIN_SECRET_BYTES} random bytes (e.g. openssl rand -hex 32)",
+                short.len()
+            ),
+        });
+    }
+    Ok((!all.is_empty()).then(|| Signer::new(&all)))
 }
 
 /// The first non-empty line of a (possibly multi-line) message.

@@ -245,6 +245,25 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if !shared.config.allowed_origins.allows(origin) {
+        let refusal = Refusal::new(
+            StatusCode::FORBIDDEN,
+            match origin {
+                Some(o) => format!("origin {o:?} may not open connections here (--allowed-origin)"),
+                None => "an Origin header is required here (--allowed-origin is set)".to_owned(),
+            },
+        );
+        warn!(client.addr = %client_addr, reason = %refusal.message, "connection refused");
+        return refusal.into_response();
+    }
+    if let Err(refusal) = check_header_sizes(request.headers()) {
+        info!(client.addr = %client_addr, reason = %refusal.message, "connection refused");
+        return refusal.into_response();
+    }
     let urls = match backend_urls(
         request.uri().query(),
         request.headers(),
@@ -256,6 +275,25 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
             return refusal.into_response();
         }
     };
+    if shared.config.deny_private_networks {
+        let named = [
+            ("frame URL", Some(&urls.frame)),
+            ("disconnect URL", urls.disconnect.as_ref()),
+            ("connect hook URL", urls.connect.as_ref()),
+        ];
+        for (name, url) in named {
+            if let Some(url) = url
+                && let Err(why) = crate::ssrf::check_url(url).await
+            {
+                let refusal = Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    format!("{name} {url} is refused: {why}"),
+                );
+                warn!(client.addr = %client_addr, reason = %refusal.message, "connection refused");
+                return refusal.into_response();
+            }
+        }
+    }
     let key = match check_upgrade(request.headers()) {
         Ok(key) => key,
         Err(refusal) => {
@@ -439,6 +477,24 @@ fn limit_refusal(refusal: LimitRefusal, client_addr: SocketAddr) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// Longest value of one client header forwarded to the connect hook.
+pub const MAX_HEADER_VALUE: usize = 8 * 1024;
+
+/// Refuses handshakes carrying a header value longer than [`MAX_HEADER_VALUE`] (431), so a
+/// client cannot make the bridge forward oversized headers to a backend.
+pub fn check_header_sizes(headers: &HeaderMap) -> Result<(), Refusal> {
+    match headers.iter().find(|(_, v)| v.len() > MAX_HEADER_VALUE) {
+        Some((name, v)) => Err(Refusal::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "header {name} is {} bytes long; at most {MAX_HEADER_VALUE} bytes per header are accepted",
+                v.len()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The subprotocols the client offered, in its order.

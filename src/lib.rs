@@ -16,7 +16,9 @@
 //!
 //! Around them: [`config`] (flags, validation), [`tls`] (certificates), [`payload`] (text vs
 //! binary across HTTP), [`close`] (close codes, causes, initiators), [`limits`] (connection
-//! counts, message rates, refusal counters), [`shutdown`] (signals).
+//! counts, message rates, refusal counters), [`origin`] (Origin checks), [`signing`]
+//! (HMAC signatures on backend requests), [`ssrf`] (private-network refusal and the guarded
+//! resolver), [`shutdown`] (signals).
 
 pub mod allowlist;
 pub mod backend;
@@ -26,10 +28,13 @@ pub mod config;
 pub mod connection;
 pub mod handshake;
 pub mod limits;
+pub mod origin;
 pub mod payload;
 pub mod registry;
 pub mod server;
 pub mod shutdown;
+pub mod signing;
+pub mod ssrf;
 pub mod tls;
 
 pub use config::{Cli, Config, ConfigError};

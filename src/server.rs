@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{debug, info, warn};
 use url::Url;
 
@@ -30,6 +30,9 @@ use crate::backend::{BackendClient, BackendSettings, RetryPolicy};
 use crate::config::Config;
 use crate::limits::ConnectionLimits;
 use crate::registry::Registry;
+
+/// Largest HTTP/1.1 request head (request line plus headers) accepted, in bytes.
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 /// The client's address, put into each request's extensions by the accept loop.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +86,8 @@ pub async fn run(
             cap: Duration::from_secs(5),
         },
         extra_roots: config.backend_ca.clone(),
+        signer: config.signer.clone(),
+        deny_private_networks: config.deny_private_networks,
     })
     .map_err(RunError::Backend)?;
     let ws_config = WebSocketConfig::default()
@@ -213,8 +218,12 @@ fn callback_base_path(base_url: &str) -> String {
 
 /// Builds the router for one bridge.
 fn router(shared: Arc<Shared>) -> Router {
+    let origins = match &shared.config.callback_cors_origins {
+        None => AllowOrigin::any(),
+        Some(list) => AllowOrigin::list(list.clone()),
+    };
     let cors = CorsLayer::new()
-        .allow_origin(Any)
+        .allow_origin(origins)
         .allow_methods([Method::POST, Method::GET, Method::DELETE])
         .allow_headers([header::CONTENT_TYPE])
         .max_age(Duration::from_secs(86_400));
@@ -277,8 +286,12 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.handshake_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
         .keep_alive(!draining);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_REQUEST_HEAD as u32);
     let connection =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     let mut connection = std::pin::pin!(connection);
