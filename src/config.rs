@@ -247,6 +247,11 @@ pub struct Cli {
     #[arg(long, env = "WS_BRIDGE_MAX_CONNECTION_LIFETIME", value_name = "DURATION", value_parser = parse_duration)]
     pub max_connection_lifetime: Option<Duration>,
 
+    /// Time a keep-alive HTTP connection (callbacks, probes) may sit idle between requests.
+    /// Must be longer than --backend-timeout. [default: 60s]
+    #[arg(long, env = "WS_BRIDGE_HTTP_IDLE_TIMEOUT", default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+
     /// On SIGTERM/SIGINT, time given to close every client and deliver every disconnect POST
     /// before the process exits. [default: 30s]
     #[arg(long, env = "WS_BRIDGE_SHUTDOWN_GRACE", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
@@ -343,6 +348,8 @@ pub struct Config {
     pub callback_cors_origins: Option<Vec<axum::http::HeaderValue>>,
     /// Time allowed for TLS handshake plus request head.
     pub handshake_timeout: Duration,
+    /// Idle time allowed between requests on a keep-alive HTTP connection.
+    pub http_idle_timeout: Duration,
     /// Time allowed for a graceful shutdown.
     pub shutdown_grace: Duration,
     /// Interval between pings to each client.
@@ -379,6 +386,7 @@ impl std::fmt::Debug for Config {
             .field("allowed_origins", &self.allowed_origins)
             .field("callback_cors_origins", &self.callback_cors_origins)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("http_idle_timeout", &self.http_idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("ping_interval", &self.ping_interval)
             .field("idle_timeout", &self.idle_timeout)
@@ -492,6 +500,16 @@ impl TryFrom<Cli> for Config {
                 });
             }
         }
+        if cli.http_idle_timeout <= cli.backend_timeout {
+            return Err(ConfigError::OutOfRange {
+                flag: "--http-idle-timeout",
+                value: humantime::format_duration(cli.http_idle_timeout).to_string(),
+                reason: format!(
+                    "must be longer than --backend-timeout ({}), or a connect hook could outlast it",
+                    humantime::format_duration(cli.backend_timeout)
+                ),
+            });
+        }
         if cli.idle_timeout <= cli.ping_interval {
             return Err(ConfigError::OutOfRange {
                 flag: "--idle-timeout",
@@ -526,6 +544,7 @@ impl TryFrom<Cli> for Config {
             allowed_origins,
             callback_cors_origins,
             handshake_timeout: cli.handshake_timeout,
+            http_idle_timeout: cli.http_idle_timeout,
             shutdown_grace: cli.shutdown_grace,
             ping_interval: cli.ping_interval,
             idle_timeout: cli.idle_timeout,

@@ -436,6 +436,9 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         .instrument(span),
     );
 
+    if let Some(upgraded) = request.extensions().get::<crate::idle::Upgraded>() {
+        upgraded.mark();
+    }
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

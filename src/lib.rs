@@ -14,7 +14,7 @@
 //! Backend to client: backend -> [`callback`] (`POST {base-url}/{id}`) -> [`registry`] (id ->
 //! bounded queue) -> [`connection`] task -> client socket.
 //!
-//! Around them: [`config`] (flags, validation), [`tls`] (certificates), [`payload`] (text vs
+//! Around them: [`config`] (flags, validation), [`idle`] (silent HTTP connections), [`tls`] (certificates), [`payload`] (text vs
 //! binary across HTTP), [`close`] (close codes, causes, initiators), [`limits`] (connection
 //! counts, message rates, refusal counters), [`origin`] (Origin checks), [`signing`]
 //! (HMAC signatures on backend requests), [`ssrf`] (private-network refusal and the guarded
@@ -27,6 +27,7 @@ pub mod close;
 pub mod config;
 pub mod connection;
 pub mod handshake;
+pub mod idle;
 pub mod limits;
 pub mod origin;
 pub mod payload;

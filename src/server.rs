@@ -28,6 +28,7 @@ use url::Url;
 
 use crate::backend::{BackendClient, BackendSettings, RetryPolicy};
 use crate::config::Config;
+use crate::idle::{IdleGuard, Upgraded};
 use crate::limits::ConnectionLimits;
 use crate::registry::Registry;
 
@@ -276,10 +277,19 @@ async fn serve_http<IO>(io: IO, addr: SocketAddr, router: Router, shared: &Share
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let upgraded = Upgraded::default();
+    let marker = upgraded.clone();
     let service = router.map_request(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(addr));
+        request.extensions_mut().insert(marker.clone());
         request
     });
+    let io = IdleGuard::new(
+        io,
+        shared.config.handshake_timeout,
+        shared.config.http_idle_timeout,
+        upgraded,
+    );
     let draining = shared.shutdown.is_cancelled();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

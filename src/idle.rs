@@ -1,0 +1,108 @@
+//! An I/O wrapper that closes plain HTTP connections that stay silent: the first request must
+//! start within `--handshake-timeout`, and a keep-alive connection may sit idle between
+//! requests for at most `--http-idle-timeout`. Once the connection is upgraded to a WebSocket
+//! the wrapper steps aside (the connection task has its own keepalive and idle timeout).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Set by the `/connect` handler when it answers 101: from then on the connection is exempt.
+#[derive(Debug, Clone, Default)]
+pub struct Upgraded(Arc<AtomicBool>);
+
+impl Upgraded {
+    /// Marks the connection as upgraded.
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Fails reads with `TimedOut` when nothing arrives for too long, unless upgraded.
+pub struct IdleGuard<IO> {
+    io: IO,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    upgraded: Upgraded,
+}
+
+impl<IO> IdleGuard<IO> {
+    /// Wraps `io`: the first byte must arrive within `first`, later silences last at most
+    /// `idle`.
+    pub fn new(io: IO, first: Duration, idle: Duration, upgraded: Upgraded) -> Self {
+        IdleGuard {
+            io,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(first)),
+            upgraded,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for IdleGuard<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if !this.upgraded.is_set() {
+                    let next = Instant::now() + this.idle;
+                    this.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                if !this.upgraded.is_set() && this.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "HTTP connection idle for too long",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for IdleGuard<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
