@@ -41,6 +41,10 @@ pub const HEADER_CLOSE_INITIATOR: &str = "x-ws-proxy-close-initiator";
 /// `x-ws-proxy-close-cause`: the cause keyword (disconnect POSTs).
 pub const HEADER_CLOSE_CAUSE: &str = "x-ws-proxy-close-cause";
 
+/// `x-ws-proxy-reply: true` on a frame POST's answer: the body is a reply even when empty (an
+/// empty message to the client).
+pub const HEADER_REPLY: &str = "x-ws-proxy-reply";
+
 /// Longest body of a connect hook's refusal that is passed on to the client.
 pub const MAX_REFUSAL_BODY: usize = 4096;
 
@@ -404,9 +408,13 @@ impl BackendClient {
                 self.sign(request, callback, payload.bytes())
             })
             .await?;
-        let content_type = answer.response.headers().get(CONTENT_TYPE).cloned();
+        let headers = answer.response.headers();
+        let content_type = headers.get(CONTENT_TYPE).cloned();
+        let explicit = headers
+            .get(HEADER_REPLY)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let body = self.read_body(answer).await?;
-        if body.is_empty() {
+        if body.is_empty() && !explicit {
             return Ok(None);
         }
         Payload::from_http(content_type.as_ref(), body)

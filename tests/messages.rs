@@ -194,3 +194,46 @@ async fn pings_are_answered_and_not_forwarded() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn empty_messages_travel_both_ways() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &[]).await;
+        let mut client = bridge.client(&backend, "/echo", None).await;
+        send_text(&mut client, "").await;
+        client
+            .send(Message::binary(Vec::<u8>::new()))
+            .await
+            .unwrap();
+        // x-ws-proxy-reply: true makes an empty body a reply.
+        assert_eq!(next_message(&mut client).await, Message::text(""));
+        assert_eq!(
+            next_message(&mut client).await,
+            Message::binary(Vec::<u8>::new())
+        );
+        let frames = backend.wait_for("/echo", 2).await;
+        assert!(frames[0].body.is_empty() && frames[1].body.is_empty());
+        assert_eq!(
+            frames[0].header("content-type"),
+            Some("text/plain;charset=UTF-8")
+        );
+
+        // Without the header, an empty 2xx body is no reply; an empty callback POST is a message.
+        let mut client = bridge.client(&backend, "/frame", None).await;
+        send_text(&mut client, "").await;
+        let callback = backend.wait_for("/frame", 1).await[0]
+            .header("x-ws-proxy-send")
+            .unwrap()
+            .to_owned();
+        let r = http_client()
+            .post(&callback)
+            .header("content-type", "text/plain")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(next_message(&mut client).await, Message::text(""));
+    })
+    .await;
+}

@@ -227,7 +227,18 @@ async fn respond(backend: &Backend, peer: SocketAddr, request: Request) -> Respo
                 .get(header::CONTENT_TYPE)
                 .cloned()
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-            (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response()
+            (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, ct),
+                    (
+                        header::HeaderName::from_static("x-ws-proxy-reply"),
+                        HeaderValue::from_static("true"),
+                    ),
+                ],
+                body,
+            )
+                .into_response()
         }
         "/connect-reject" => (
             StatusCode::UNAUTHORIZED,
