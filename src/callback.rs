@@ -102,6 +102,17 @@ pub(crate) async fn post_message(
         .registry
         .lookup(&id)
         .ok_or(ApiError::UnknownConnection)?;
+    // A full queue is refused before the body is read, so a flood costs no body reads.
+    let queued_now = handle.stats.queued_bytes.load(Ordering::Acquire);
+    if handle.sender.capacity() == 0
+        || (queued_now > 0 && queued_now >= shared.config.send_queue_bytes)
+    {
+        shared.limits.queue_full.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::QueueFull {
+            capacity: handle.sender.max_capacity(),
+            bytes: shared.config.send_queue_bytes,
+        });
+    }
     let limit = shared.config.max_message_size;
     let declared = headers
         .get(header::CONTENT_LENGTH)
