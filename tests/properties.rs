@@ -185,7 +185,7 @@ fn the_callback_api_handles_arbitrary_bodies() {
         (bridge, client, callback)
     });
     let http = http_client();
-    let client = std::cell::RefCell::new(client);
+    let client = tokio::sync::Mutex::new(client);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(128));
     runner
         .run(
@@ -207,7 +207,7 @@ fn the_callback_api_handles_arbitrary_bodies() {
                     };
                     assert_eq!(status, expected, "{content_type:?} {} bytes", body.len());
                     if status == 202 {
-                        let got = next_message(&mut *client.borrow_mut()).await;
+                        let got = next_message(&mut *client.lock().await).await;
                         let want = if text {
                             tokio_tungstenite::tungstenite::Message::text(String::from_utf8(body).unwrap())
                         } else {
