@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use crate::close::{Ending, header_safe_reason};
+use crate::metrics::Metrics;
 use crate::payload::{BINARY_CONTENT_TYPE, Payload, TEXT_CONTENT_TYPE};
 use crate::signing::{HEADER_SIGNATURE, Signer};
 use crate::ssrf::GuardedResolver;
@@ -120,6 +121,19 @@ impl BackendError {
             self,
             BackendError::Unreachable(_) | BackendError::ConnectionLost(_)
         ) || matches!(self, BackendError::Status(s) if is_transient_status(*s))
+    }
+
+    /// A short keyword for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Status(_) => "status",
+            BackendError::Timeout => "timeout",
+            BackendError::Unreachable(_) => "unreachable",
+            BackendError::ConnectionLost(_) => "connection-lost",
+            BackendError::Transport(_) => "transport",
+            BackendError::ReplyTooLarge => "reply-too-large",
+            BackendError::ReplyNotUtf8 => "reply-not-utf8",
+        }
     }
 
     /// The error with its source chain, for logs.
@@ -235,6 +249,8 @@ pub struct BackendSettings {
     pub signer: Option<Signer>,
     /// Resolve names through [`GuardedResolver`] (`--deny-private-networks`).
     pub deny_private_networks: bool,
+    /// Where latencies, retries and failures are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Counters of the backend client, for logs.
@@ -325,6 +341,20 @@ impl BackendClient {
     async fn attempt(
         &self,
         url: &Url,
+        kind: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer, BackendError> {
+        let started = Instant::now();
+        let result = self.attempt_unmeasured(url, request).await;
+        self.settings
+            .metrics
+            .backend_attempt(kind, started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn attempt_unmeasured(
+        &self,
+        url: &Url,
         request: reqwest::RequestBuilder,
     ) -> Result<Answer, BackendError> {
         let limit = self.host_limit(url);
@@ -356,7 +386,7 @@ impl BackendClient {
         let started = Instant::now();
         let mut retry = 0u32;
         loop {
-            let (error, wait) = match self.attempt(url, build()).await {
+            let (error, wait) = match self.attempt(url, what, build()).await {
                 Ok(answer) if answer.response.status().is_success() => return Ok(answer),
                 Ok(answer) => {
                     let status = answer.response.status();
@@ -372,12 +402,14 @@ impl BackendClient {
                 || started.elapsed() + wait > policy.budget
             {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                self.settings.metrics.backend_failure(what, error.kind());
                 if error.is_transient() && policy.retries > 0 {
                     warn!(what, retries = retry - 1, error = %error.detail(), "backend retries exhausted");
                 }
                 return Err(error);
             }
             let total = self.counters.retries.fetch_add(1, Ordering::Relaxed) + 1;
+            self.settings.metrics.retry(what);
             debug!(what, retry, wait = ?wait, error = %error.detail(), retries_total = total, "retrying backend request");
             tokio::time::sleep(wait).await;
         }
@@ -438,7 +470,13 @@ impl BackendClient {
             .header(HEADER_SEND, callback.clone())
             .body(Bytes::new());
         let request = self.sign(request, callback, b"");
-        let mut answer = self.attempt(url, request).await?;
+        let mut answer = match self.attempt(url, "connect", request).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.settings.metrics.backend_failure("connect", e.kind());
+                return Err(e);
+            }
+        };
         let status = answer.response.status();
         let content_type = answer.response.headers().get(CONTENT_TYPE).cloned();
         if !status.is_success() {

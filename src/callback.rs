@@ -108,6 +108,7 @@ pub(crate) async fn post_message(
         || (queued_now > 0 && queued_now >= shared.config.send_queue_bytes)
     {
         shared.limits.queue_full.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.queue_full.inc();
         return Err(ApiError::QueueFull {
             capacity: handle.sender.max_capacity(),
             bytes: shared.config.send_queue_bytes,
@@ -153,6 +154,7 @@ pub(crate) async fn post_message(
             match e {
                 TrySendError::Full(_) => {
                     let total = shared.limits.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
+                    shared.metrics.queue_full.inc();
                     if worth_logging(total) {
                         warn!(conn.id = %id, queue_full_total = total, "callback refused: the client's send queue is full");
                     }
@@ -300,6 +302,17 @@ pub(crate) async fn get_connection(
         bytes_out: stats.bytes_out.load(Ordering::Relaxed),
         last_activity: humantime::format_rfc3339_millis(stats.last_activity()).to_string(),
     }))
+}
+
+/// Middleware counting callback API responses by status.
+pub(crate) async fn count_responses(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    shared.metrics.callback_response(response.status().as_u16());
+    response
 }
 
 #[cfg(test)]

@@ -247,6 +247,11 @@ pub struct Cli {
     #[arg(long, env = "WS_BRIDGE_MAX_CONNECTION_LIFETIME", value_name = "DURATION", value_parser = parse_duration)]
     pub max_connection_lifetime: Option<Duration>,
 
+    /// Address of a separate listener serving Prometheus metrics at /metrics, HOST:PORT.
+    /// [default: none, off]
+    #[arg(long, env = "WS_BRIDGE_METRICS_ADDRESS", value_name = "HOST:PORT")]
+    pub metrics_address: Option<String>,
+
     /// Time a keep-alive HTTP connection (callbacks, probes) may sit idle between requests.
     /// Must be longer than --backend-timeout. [default: 60s]
     #[arg(long, env = "WS_BRIDGE_HTTP_IDLE_TIMEOUT", default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
@@ -350,6 +355,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Idle time allowed between requests on a keep-alive HTTP connection.
     pub http_idle_timeout: Duration,
+    /// Where to serve metrics, if anywhere.
+    pub metrics_address: Option<SocketAddr>,
     /// Time allowed for a graceful shutdown.
     pub shutdown_grace: Duration,
     /// Interval between pings to each client.
@@ -387,6 +394,7 @@ impl std::fmt::Debug for Config {
             .field("callback_cors_origins", &self.callback_cors_origins)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("http_idle_timeout", &self.http_idle_timeout)
+            .field("metrics_address", &self.metrics_address)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("ping_interval", &self.ping_interval)
             .field("idle_timeout", &self.idle_timeout)
@@ -545,6 +553,11 @@ impl TryFrom<Cli> for Config {
             callback_cors_origins,
             handshake_timeout: cli.handshake_timeout,
             http_idle_timeout: cli.http_idle_timeout,
+            metrics_address: cli
+                .metrics_address
+                .as_deref()
+                .map(|a| resolve_address(a).map_err(|e| rename_address(e, "--metrics-address")))
+                .transpose()?,
             shutdown_grace: cli.shutdown_grace,
             ping_interval: cli.ping_interval,
             idle_timeout: cli.idle_timeout,
@@ -605,6 +618,17 @@ pub fn first_line(message: &str) -> String {
         .unwrap_or(message)
         .trim()
         .to_owned()
+}
+
+fn rename_address(e: ConfigError, flag: &'static str) -> ConfigError {
+    match e {
+        ConfigError::Address { value, reason } => ConfigError::OutOfRange {
+            flag,
+            value,
+            reason,
+        },
+        other => other,
+    }
 }
 
 fn resolve_address(value: &str) -> Result<SocketAddr, ConfigError> {

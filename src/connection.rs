@@ -30,6 +30,7 @@ use url::Url;
 use crate::backend::{BackendClient, BackendError};
 use crate::close::{Cause, Ending, Initiator};
 use crate::limits::{ConnectionSlot, TokenBucket, worth_logging};
+use crate::metrics::Metrics;
 use crate::payload::Payload;
 use crate::registry::{ConnectionId, ConnectionStats, Outbound, Registration};
 use crate::server::Shared;
@@ -89,6 +90,9 @@ where
     let lifetime_end = tokio::time::sleep(lifetime.unwrap_or(Duration::from_secs(86_400 * 365)));
     tokio::pin!(lifetime_end);
     let mut last_seen = Instant::now();
+    let metrics = Arc::clone(&shared.metrics);
+    metrics.opened.inc();
+    metrics.open.inc();
 
     let mut pending: VecDeque<Payload> = VecDeque::new();
     let mut pending_bytes = 0usize;
@@ -97,7 +101,7 @@ where
 
     let mut ending = None;
     if let Some(payload) = first_message
-        && let Err(e) = write(&mut ws, payload, write_timeout, &stats).await
+        && let Err(e) = write(&mut ws, payload, write_timeout, &stats, &metrics).await
     {
         ending = Some(e);
     }
@@ -133,7 +137,7 @@ where
                 }
                 command = outbound.recv() => match command {
                     Some(item) => {
-                        if let Err(ending) = deliver(&mut ws, item, write_timeout, &stats).await {
+                        if let Err(ending) = deliver(&mut ws, item, write_timeout, &stats, &metrics).await {
                             break ending;
                         }
                     }
@@ -148,7 +152,7 @@ where
                             // Callback messages accepted before the backend answered go first.
                             let mut failed = None;
                             while let Ok(item) = outbound.try_recv() {
-                                if let Err(ending) = deliver(&mut ws, item, write_timeout, &stats).await {
+                                if let Err(ending) = deliver(&mut ws, item, write_timeout, &stats, &metrics).await {
                                     failed = Some(ending);
                                     break;
                                 }
@@ -156,7 +160,7 @@ where
                             if let Some(ending) = failed {
                                 break ending;
                             }
-                            if let Err(ending) = write(&mut ws, reply, write_timeout, &stats).await {
+                            if let Err(ending) = write(&mut ws, reply, write_timeout, &stats, &metrics).await {
                                 break ending;
                             }
                         }
@@ -179,6 +183,8 @@ where
                         }
                         last_seen = Instant::now();
                         stats.record_in(payload.len());
+                        metrics.messages_in.inc();
+                        metrics.bytes_in.inc_by(payload.len() as u64);
                         pending_bytes += payload.len();
                         pending.push_back(payload);
                     }
@@ -243,6 +249,8 @@ where
         undelivered,
         "connection closed"
     );
+    metrics.open.dec();
+    metrics.closed(ending.cause);
     drop(slot);
     debug!(conn.id = %id, "connection task finished");
 }
@@ -323,6 +331,7 @@ async fn write<S>(
     payload: Payload,
     timeout: Duration,
     stats: &ConnectionStats,
+    metrics: &Metrics,
 ) -> Result<(), Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -335,6 +344,8 @@ where
     match tokio::time::timeout(timeout, ws.send(message)).await {
         Ok(Ok(())) => {
             stats.record_out(len);
+            metrics.messages_out.inc();
+            metrics.bytes_out.inc_by(len as u64);
             Ok(())
         }
         Ok(Err(e)) => Err(Ending::client_gone(&format!("write failed: {e}"))),
@@ -354,6 +365,7 @@ async fn deliver<S>(
     item: Outbound,
     timeout: Duration,
     stats: &ConnectionStats,
+    metrics: &Metrics,
 ) -> Result<(), Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -363,7 +375,7 @@ where
             stats
                 .queued_bytes
                 .fetch_sub(payload.len(), Ordering::AcqRel);
-            write(ws, payload, timeout, stats).await
+            write(ws, payload, timeout, stats, metrics).await
         }
         Outbound::Close { code, reason } => Err(Ending::new(
             Initiator::Backend,

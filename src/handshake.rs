@@ -243,6 +243,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        shared.metrics.refusal("shutting-down");
         return response;
     }
     let origin = request
@@ -258,10 +259,12 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
             },
         );
         warn!(client.addr = %client_addr, reason = %refusal.message, "connection refused");
+        shared.metrics.refusal("origin");
         return refusal.into_response();
     }
     if let Err(refusal) = check_header_sizes(request.headers()) {
         info!(client.addr = %client_addr, reason = %refusal.message, "connection refused");
+        shared.metrics.refusal("header-too-large");
         return refusal.into_response();
     }
     let urls = match backend_urls(
@@ -272,6 +275,13 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         Ok(urls) => urls,
         Err(refusal) => {
             warn!(client.addr = %client_addr, status = refusal.status.as_u16(), reason = %refusal.message, "connection refused");
+            shared
+                .metrics
+                .refusal(if refusal.status == StatusCode::FORBIDDEN {
+                    "allowlist"
+                } else {
+                    "bad-request"
+                });
             return refusal.into_response();
         }
     };
@@ -290,6 +300,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
                     format!("{name} {url} is refused: {why}"),
                 );
                 warn!(client.addr = %client_addr, reason = %refusal.message, "connection refused");
+                shared.metrics.refusal("private-network");
                 return refusal.into_response();
             }
         }
@@ -298,6 +309,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         Ok(key) => key,
         Err(refusal) => {
             info!(client.addr = %client_addr, status = refusal.status.as_u16(), reason = %refusal.message, "connection refused");
+            shared.metrics.refusal("not-websocket");
             return refusal.into_response();
         }
     };
@@ -314,7 +326,13 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
 
     let slot = match shared.limits.try_acquire(client_addr.ip()) {
         Ok(slot) => slot,
-        Err(refusal) => return limit_refusal(refusal, client_addr),
+        Err(refusal) => {
+            shared.metrics.refusal(match refusal {
+                LimitRefusal::Full { .. } => "max-connections",
+                LimitRefusal::PerIp { .. } => "max-connections-per-ip",
+            });
+            return limit_refusal(refusal, client_addr);
+        }
     };
     let offered = offered_subprotocols(request.headers());
     let id = ConnectionId::random();
@@ -351,6 +369,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
                         ),
                     );
                     warn!(conn.id = %id, client.addr = %client_addr, reason = %refusal.message, "connection refused");
+                    shared.metrics.refusal("hook-subprotocol");
                     return refusal.into_response();
                 }
                 subprotocol = selected;
@@ -362,6 +381,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
                 body,
             }) => {
                 info!(conn.id = %id, client.addr = %client_addr, status = status.as_u16(), "connection refused by the connect hook");
+                shared.metrics.refusal("hook-refused");
                 let mut response = (status, body).into_response();
                 if let Some(ct) = content_type {
                     response.headers_mut().insert(header::CONTENT_TYPE, ct);
@@ -377,6 +397,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
                     _ => (StatusCode::BAD_GATEWAY, "failed"),
                 };
                 warn!(conn.id = %id, client.addr = %client_addr, error = %e.detail(), "connect hook failed");
+                shared.metrics.refusal("hook-failed");
                 return Refusal::new(status, format!("the connect hook {what}; try again later"))
                     .into_response();
             }

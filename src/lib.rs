@@ -16,7 +16,7 @@
 //!
 //! Around them: [`config`] (flags, validation), [`idle`] (silent HTTP connections), [`tls`] (certificates), [`payload`] (text vs
 //! binary across HTTP), [`close`] (close codes, causes, initiators), [`limits`] (connection
-//! counts, message rates, refusal counters), [`origin`] (Origin checks), [`signing`]
+//! counts, message rates, refusal counters), [`metrics`] (Prometheus exposition), [`origin`] (Origin checks), [`signing`]
 //! (HMAC signatures on backend requests), [`ssrf`] (private-network refusal and the guarded
 //! resolver), [`shutdown`] (signals).
 
@@ -29,6 +29,7 @@ pub mod connection;
 pub mod handshake;
 pub mod idle;
 pub mod limits;
+pub mod metrics;
 pub mod origin;
 pub mod payload;
 pub mod registry;
@@ -39,5 +40,5 @@ pub mod ssrf;
 pub mod tls;
 
 pub use config::{Cli, Config, ConfigError};
-pub use server::{RunError, run};
+pub use server::{RunError, run, run_with};
 pub use shutdown::shutdown_signal;

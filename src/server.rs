@@ -30,6 +30,7 @@ use crate::backend::{BackendClient, BackendSettings, RetryPolicy};
 use crate::config::Config;
 use crate::idle::{IdleGuard, Upgraded};
 use crate::limits::ConnectionLimits;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// Largest HTTP/1.1 request head (request line plus headers) accepted, in bytes.
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) ws_config: WebSocketConfig,
     /// Connection counts and refusal counters.
     pub(crate) limits: Arc<ConnectionLimits>,
+    /// Prometheus metrics.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Errors that stop [`run`] before it serves anything.
@@ -62,6 +65,9 @@ pub enum RunError {
     /// The listener has no local address.
     #[error("cannot read the listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
+    /// The metrics listener could not be bound.
+    #[error("cannot listen on {0} (--metrics-address): {1}")]
+    MetricsBind(SocketAddr, #[source] std::io::Error),
     /// The backend HTTP client could not be built.
     #[error("cannot build the backend HTTP client: {0}")]
     Backend(#[source] reqwest::Error),
@@ -74,7 +80,28 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    let metrics_listener = match config.metrics_address {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| RunError::MetricsBind(address, e))?,
+        ),
+        None => None,
+    };
+    run_with(listener, metrics_listener, config, shutdown).await
+}
+
+/// Like [`run`], with the metrics listener already bound (or none), for callers that bind
+/// `127.0.0.1:0`.
+pub async fn run_with(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
     let local = listener.local_addr().map_err(RunError::LocalAddr)?;
+    let metrics = Arc::new(Metrics::new());
+    let metrics_local = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let base_url = effective_base_url(&config, local);
     let backend = BackendClient::new(BackendSettings {
         timeout: config.backend_timeout,
@@ -89,6 +116,7 @@ pub async fn run(
         extra_roots: config.backend_ca.clone(),
         signer: config.signer.clone(),
         deny_private_networks: config.deny_private_networks,
+        metrics: Arc::clone(&metrics),
     })
     .map_err(RunError::Backend)?;
     let ws_config = WebSocketConfig::default()
@@ -107,6 +135,7 @@ pub async fn run(
         base_url = %base_url,
         tls = tls.is_some(),
         allowlist_entries = config.allowlist.len(),
+        metrics = metrics_local.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         "websocket-bridge listening"
     );
 
@@ -124,7 +153,15 @@ pub async fn run(
             config_max_connections,
             config_max_per_ip,
         )),
+        metrics,
     });
+    if let Some(metrics_listener) = metrics_listener {
+        tokio::spawn(crate::metrics::serve(
+            metrics_listener,
+            Arc::clone(&shared.metrics),
+            shared.shutdown.clone(),
+        ));
+    }
     let router = router(Arc::clone(&shared));
 
     tokio::pin!(shutdown);
@@ -238,6 +275,10 @@ fn router(shared: Arc<Shared>) -> Router {
             post(crate::callback::post_message)
                 .delete(crate::callback::delete_connection)
                 .get(crate::callback::get_connection)
+                .layer::<_, std::convert::Infallible>(axum::middleware::from_fn_with_state(
+                    Arc::clone(&shared),
+                    crate::callback::count_responses,
+                ))
                 .layer(cors),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found: this bridge serves GET /connect, GET /healthz, GET /readyz and the callback API\n") })

@@ -303,7 +303,30 @@ impl Bridge {
         Self::start_with(listener, config).await
     }
 
+    /// Starts a bridge with a metrics listener on 127.0.0.1:0; returns it and the metrics
+    /// address.
+    pub async fn start_with_metrics(args: &[&str]) -> (Bridge, SocketAddr) {
+        let mut all = vec!["--address", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let config = websocket_bridge::Config::from_args(all).expect("valid config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind bridge");
+        let metrics = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics");
+        let metrics_addr = metrics.local_addr().expect("metrics addr");
+        let bridge = Self::spawn(listener, Some(metrics), config);
+        (bridge, metrics_addr)
+    }
+
     pub async fn start_with(listener: TcpListener, config: websocket_bridge::Config) -> Bridge {
+        Self::spawn(listener, None, config)
+    }
+
+    fn spawn(
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        config: websocket_bridge::Config,
+    ) -> Bridge {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(
@@ -314,7 +337,7 @@ impl Bridge {
         let addr = listener.local_addr().expect("bridge addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            websocket_bridge::run(listener, config, async {
+            websocket_bridge::run_with(listener, metrics, config, async {
                 let _ = stopped.await;
             })
             .await
