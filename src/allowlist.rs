@@ -88,6 +88,16 @@ impl Allowlist {
         })
     }
 
+    /// The patterns as the operator wrote them.
+    pub fn patterns(&self) -> Vec<String> {
+        self.patterns.iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    /// The host suffixes, normalised.
+    pub fn host_suffixes(&self) -> Vec<String> {
+        self.host_suffixes.clone()
+    }
+
     /// True when no entry is configured: every URL is refused.
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty() && self.host_suffixes.is_empty()

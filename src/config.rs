@@ -34,6 +34,21 @@ pub const MAX_MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
              and backends answer through a per-connection callback URL."
 )]
 pub struct Cli {
+    /// TOML file holding any of these flags by their long name (`max-message-size = "2MiB"`,
+    /// `allowlist = ["…", "…"]`, `deny-private-networks = true`). Precedence: flag >
+    /// environment > file > default. [default: none]
+    #[arg(long, env = "WS_BRIDGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the configuration, print the effective values (secrets redacted) and exit: 0
+    /// when valid, 64 when not.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Log format on stderr: text (human) or json (one object per line). [default: text]
+    #[arg(long, env = "WS_BRIDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Address to listen on, HOST:PORT. [default: 127.0.0.1:8080]
     #[arg(
         long,
@@ -118,11 +133,11 @@ pub struct Cli {
     pub read_ahead_bytes: usize,
 
     /// Retries of a frame or disconnect POST after a transient failure (connection refused or
-    /// lost before an answer, 429, 502, 503, 504). [default: 4]
+    /// lost before an answer, 429, 502, 503, 504). [default: 8]
     #[arg(
         long,
         env = "WS_BRIDGE_BACKEND_RETRIES",
-        default_value_t = 4,
+        default_value_t = 8,
         value_name = "COUNT"
     )]
     pub backend_retries: u32,
@@ -263,6 +278,15 @@ pub struct Cli {
     pub shutdown_grace: Duration,
 }
 
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// A configuration error; the message names the flag and says what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -292,6 +316,9 @@ pub enum ConfigError {
     /// A signing secret is unusable.
     #[error("{flag}: {reason}")]
     Secret { flag: &'static str, reason: String },
+    /// The `--config` file cannot be read or parsed, or holds an unknown key.
+    #[error("--config {path:?}: {reason}")]
+    File { path: PathBuf, reason: String },
     /// A `--callback-cors-origin` entry is not a valid header value.
     #[error("--callback-cors-origin {0:?}: not a valid origin")]
     CorsOrigin(String),
@@ -579,6 +606,198 @@ impl Config {
             .chain(args.into_iter().map(Into::into));
         let cli = Cli::try_parse_from(argv).map_err(|e| first_line(&e.to_string()))?;
         Config::try_from(cli).map_err(|e| e.to_string())
+    }
+}
+
+/// Why the command line could not be turned into a [`Cli`].
+#[derive(Debug)]
+pub enum CliError {
+    /// clap's own outcome (help, version, or a usage error).
+    Clap(clap::Error),
+    /// The `--config` file is unusable.
+    Config(ConfigError),
+}
+
+impl Cli {
+    /// Parses the command line and the environment, then fills what neither set from the
+    /// `--config` file: precedence flag > environment > file > default.
+    pub fn parse_layered<I, T>(args: I) -> Result<Cli, CliError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::CommandFactory;
+        use clap::parser::ValueSource;
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let command = Cli::command();
+        let matches = command
+            .clone()
+            .try_get_matches_from(&args)
+            .map_err(CliError::Clap)?;
+        let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+            return Cli::try_parse_from(&args).map_err(CliError::Clap);
+        };
+        let file_err = |reason: String| {
+            CliError::Config(ConfigError::File {
+                path: path.clone(),
+                reason,
+            })
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| file_err(format!("cannot read it ({e})")))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_err(first_line(&e.to_string())))?;
+        let mut from_file: Vec<std::ffi::OsString> = Vec::new();
+        for (key, value) in &table {
+            let long = key.replace('_', "-");
+            let Some(arg) = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+                .filter(|_| {
+                    !matches!(
+                        long.as_str(),
+                        "config" | "check-config" | "help" | "version"
+                    )
+                })
+            else {
+                return Err(file_err(format!(
+                    "unknown key `{key}`: keys are the long flag names, e.g. max-message-size"
+                )));
+            };
+            let source = matches.value_source(arg.get_id().as_str());
+            if matches!(
+                source,
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                continue;
+            }
+            let takes_value = arg.get_action().takes_values();
+            let values: Vec<String> = match value {
+                toml::Value::Array(items) => items.iter().map(toml_scalar).collect(),
+                other => vec![toml_scalar(other)],
+            };
+            if takes_value {
+                for v in values {
+                    from_file.push(format!("--{long}={v}").into());
+                }
+            } else {
+                match value {
+                    toml::Value::Boolean(true) => from_file.push(format!("--{long}").into()),
+                    toml::Value::Boolean(false) => {}
+                    _ => return Err(file_err(format!("`{key}` is a switch: use true or false"))),
+                }
+            }
+        }
+        let mut layered = Vec::with_capacity(args.len() + from_file.len());
+        layered.extend(args.first().cloned());
+        layered.extend(from_file);
+        layered.extend(args.iter().skip(1).cloned());
+        Cli::try_parse_from(layered).map_err(CliError::Clap)
+    }
+}
+
+fn toml_scalar(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Config {
+    /// The effective configuration as `flag = value` lines, secrets redacted, for
+    /// `--check-config`.
+    pub fn describe(&self) -> String {
+        let d = |v: Duration| humantime::format_duration(v).to_string();
+        let list = |v: &[String]| format!("{v:?}");
+        let lines: Vec<(&str, String)> = vec![
+            ("address", self.address.to_string()),
+            (
+                "base-url",
+                self.base_url
+                    .clone()
+                    .unwrap_or_else(|| "(from the bound address)".into()),
+            ),
+            ("allowlist", list(&self.allowlist.patterns())),
+            (
+                "host-suffix-allowlist",
+                list(&self.allowlist.host_suffixes()),
+            ),
+            (
+                "tls",
+                if self.tls.is_some() {
+                    "on".into()
+                } else {
+                    "off".into()
+                },
+            ),
+            ("max-message-size", self.max_message_size.to_string()),
+            ("backend-timeout", d(self.backend_timeout)),
+            ("backend-retries", self.backend_retries.to_string()),
+            ("backend-retry-budget", d(self.backend_retry_budget)),
+            (
+                "backend-max-connections",
+                self.backend_max_connections.to_string(),
+            ),
+            (
+                "backend-ca",
+                format!("{} certificate(s)", self.backend_ca.len()),
+            ),
+            ("send-queue", self.send_queue.to_string()),
+            ("send-queue-bytes", self.send_queue_bytes.to_string()),
+            ("read-ahead-messages", self.read_ahead_messages.to_string()),
+            ("read-ahead-bytes", self.read_ahead_bytes.to_string()),
+            ("max-connections", self.max_connections.to_string()),
+            (
+                "max-connections-per-ip",
+                self.max_connections_per_ip.to_string(),
+            ),
+            (
+                "max-messages-per-second",
+                self.max_messages_per_second.to_string(),
+            ),
+            ("client-write-timeout", d(self.client_write_timeout)),
+            (
+                "signing-secret",
+                match &self.signer {
+                    Some(s) => format!("{} secret(s), redacted", s.len()),
+                    None => "none".into(),
+                },
+            ),
+            (
+                "deny-private-networks",
+                self.deny_private_networks.to_string(),
+            ),
+            ("allowed-origin", list(&self.allowed_origins.entries())),
+            (
+                "callback-cors-origin",
+                match &self.callback_cors_origins {
+                    None => "*".into(),
+                    Some(list) => format!("{list:?}"),
+                },
+            ),
+            ("handshake-timeout", d(self.handshake_timeout)),
+            ("http-idle-timeout", d(self.http_idle_timeout)),
+            (
+                "metrics-address",
+                self.metrics_address
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "off".into()),
+            ),
+            ("ping-interval", d(self.ping_interval)),
+            ("idle-timeout", d(self.idle_timeout)),
+            (
+                "max-connection-lifetime",
+                self.max_connection_lifetime
+                    .map(d)
+                    .unwrap_or_else(|| "none".into()),
+            ),
+            ("shutdown-grace", d(self.shutdown_grace)),
+        ];
+        lines
+            .into_iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect()
     }
 }
 

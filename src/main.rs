@@ -1,12 +1,13 @@
-//! The `websocket-bridge` binary: parse flags, validate the configuration (exit 64 on a bad
-//! one), bind the listener, run until SIGTERM/SIGINT.
+//! The `websocket-bridge` binary: parse flags (command line > environment > `--config` file >
+//! defaults), validate the configuration (exit 64 on a bad one), bind the listener, run until
+//! SIGTERM/SIGINT.
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
 use tracing_subscriber::EnvFilter;
-use websocket_bridge::{Cli, Config, config::first_line};
+use websocket_bridge::config::{CliError, LogFormat, first_line};
+use websocket_bridge::{Cli, Config};
 
 /// sysexits.h EX_USAGE: the command was used incorrectly.
 const EX_USAGE: u8 = 64;
@@ -14,27 +15,28 @@ const EX_USAGE: u8 = 64;
 const EX_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_layered(std::env::args_os()) {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+        Err(CliError::Clap(e))
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) =>
+        {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
+        Err(CliError::Clap(e)) => {
             eprintln!(
                 "websocket-bridge: {}",
                 first_line(&e.to_string()).trim_start_matches("error: ")
             );
             return ExitCode::from(EX_USAGE);
         }
+        Err(CliError::Config(e)) => {
+            eprintln!("websocket-bridge: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let check_only = cli.check_config;
+    let log_format = cli.log_format;
     let config = match Config::try_from(cli) {
         Ok(config) => config,
         Err(e) => {
@@ -42,6 +44,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    if check_only {
+        print!("{}", config.describe());
+        println!("# configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    init_logs(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,8 +75,22 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("websocket-bridge: {e}");
-                ExitCode::FAILURE
+                ExitCode::from(EX_UNAVAILABLE)
             }
         }
     })
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
 }

@@ -60,6 +60,15 @@ impl OriginPolicy {
         Ok(policy)
     }
 
+    /// The entries, normalised (`scheme://host[:port]`, or `[scheme://]*.domain`).
+    pub fn entries(&self) -> Vec<String> {
+        let patterns = self.patterns.iter().map(|(scheme, domain)| match scheme {
+            Some(s) => format!("{s}://*.{domain}"),
+            None => format!("*.{domain}"),
+        });
+        self.exact.iter().cloned().chain(patterns).collect()
+    }
+
     /// Whether any entry is configured (otherwise every origin is accepted).
     pub fn is_enabled(&self) -> bool {
         !self.exact.is_empty() || !self.patterns.is_empty()

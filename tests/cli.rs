@@ -124,3 +124,140 @@ fn the_binary_serves_and_exits_0_on_sigterm() {
     let _ = child.kill();
     panic!("the bridge did not exit within 10 s of SIGTERM");
 }
+
+fn check_config(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"));
+    command.args(args).arg("--check-config");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn value<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no {key} in {out}"))
+}
+
+#[test]
+fn precedence_is_flag_then_environment_then_file_then_default() {
+    let dir = tempdir();
+    let file = dir.join("bridge.toml");
+    std::fs::write(
+        &file,
+        r#"
+max-message-size = "2KiB"
+backend-timeout = "3s"
+send-queue = 5
+allowlist = ['http://a\.example/.*', 'http://b\.example/.*']
+deny-private-networks = true
+signing-secret = "a-file-secret-0123456789"
+"#,
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (code, out, err) = check_config(
+        &["--config", path, "--send-queue", "7"],
+        &[
+            ("WS_BRIDGE_BACKEND_TIMEOUT", "4s"),
+            ("WS_BRIDGE_SEND_QUEUE", "6"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        value(&out, "send-queue"),
+        "7",
+        "flag beats environment and file"
+    );
+    assert_eq!(
+        value(&out, "backend-timeout"),
+        "4s",
+        "environment beats file"
+    );
+    assert_eq!(
+        value(&out, "max-message-size"),
+        "2048",
+        "file beats default"
+    );
+    assert_eq!(value(&out, "deny-private-networks"), "true");
+    assert_eq!(
+        value(&out, "allowlist"),
+        r#"["http://a\\.example/.*", "http://b\\.example/.*"]"#
+    );
+    assert_eq!(value(&out, "ping-interval"), "30s", "default");
+    assert_eq!(value(&out, "signing-secret"), "1 secret(s), redacted");
+    assert!(!out.contains("a-file-secret"), "secrets never printed");
+    assert!(out.trim_end().ends_with("# configuration is valid"));
+
+    // The environment names the file too.
+    let (code, out, _) = check_config(&[], &[("WS_BRIDGE_CONFIG", path)]);
+    assert_eq!(code, Some(0));
+    assert_eq!(value(&out, "max-message-size"), "2048");
+
+    // A flag given on the command line replaces the file's list entirely.
+    let (_, out, _) = check_config(&["--config", path, "--allowlist", "x"], &[]);
+    assert_eq!(value(&out, "allowlist"), r#"["x"]"#);
+}
+
+#[test]
+fn check_config_exits_64_on_a_bad_configuration() {
+    let dir = tempdir();
+    for (content, expected) in [
+        ("nope = 1\n", "unknown key `nope`"),
+        ("max-message-size = \"lots\"\n", "--max-message-size"),
+        ("deny-private-networks = \"yes\"\n", "switch"),
+        ("this is not toml\n", "--config"),
+        (
+            "idle-timeout = \"1s\"\nping-interval = \"2s\"\n",
+            "--idle-timeout",
+        ),
+    ] {
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, content).unwrap();
+        let (code, _, err) = check_config(&["--config", file.to_str().unwrap()], &[]);
+        assert_eq!(code, Some(64), "{content}: {err}");
+        assert!(err.contains(expected), "{content}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let (code, _, err) = check_config(&["--config", "/nonexistent.toml"], &[]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"))
+        .args(["--address", "127.0.0.1:0", "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = 0;
+    loop {
+        let line = lines.next().expect("log line").unwrap();
+        let parsed: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        seen += 1;
+        if parsed["fields"]["message"] == "websocket-bridge listening" {
+            assert!(
+                parsed["fields"]["address"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("127.0.0.1:")
+            );
+            assert_eq!(parsed["fields"]["metrics"], "off");
+            break;
+        }
+    }
+    assert!(seen >= 2, "the deny-all warning comes first");
+    let _ = child.kill();
+    let _ = child.wait();
+}
