@@ -172,8 +172,11 @@ def read_ready_line(proc):
 
 async def chat(url):
     async with ws_connect(url, **WS_OPTIONS) as alice, ws_connect(url, **WS_OPTIONS) as bob:
-        # The backend learns a client's callback URL from its first message, so each client
-        # says hello first (as the chat page does) and waits to see its own hello come back.
+        # The connect hook registers each client and greets it with a first message.
+        for ws, who in ((alice, "alice"), (bob, "bob")):
+            greeting = await asyncio.wait_for(ws.recv(), MESSAGE_TIMEOUT)
+            if not str(greeting).startswith("* welcome!"):
+                raise Failure(f"{who}'s first message is {greeting!r}, not the connect hook's greeting")
         await alice.send("* alice joined")
         await receive(alice, "* alice joined", "alice")
         await bob.send("* bob joined")

@@ -30,9 +30,10 @@
 //! browser --ws--> bridge --POST /frame--> backend --POST {callback URL}--> bridge --ws--> every browser
 //! ```
 //!
-//! The bridge tells a backend about a connection only with that connection's first message, so
-//! the chat page sends a "joined" line as soon as its socket opens; a terminal client receives
-//! the others' messages once it has sent something itself.
+//! The backend learns about each client from the connect hook (`c=…/connect`) before its socket
+//! opens, greets it with a first message (the hook's answer body), and relays every message to
+//! everyone; the chat page also announces itself with a "joined" line. A terminal client sees
+//! the greeting and everyone's messages from the moment it connects.
 //!
 //! The bridge's logs go to stderr (filter with `RUST_LOG`, default `info`); stdout carries only
 //! the "running" block, ending with a machine-readable `ready: ws://…` line that CI waits for.
@@ -132,7 +133,7 @@ const CHAT_PAGE: &str = r#"<!doctype html>
     status.className = "open";
     text.disabled = button.disabled = false;
     text.focus();
-    // The backend learns a client's callback URL from its first message: say hello.
+    // The connect hook already told the backend about this client; say hello to the others.
     ws.send("* " + name + " joined");
   };
   ws.onmessage = (event) => {
@@ -237,14 +238,16 @@ async fn frame(State(chat): State<Arc<Chat>>, headers: HeaderMap, body: Bytes) -
             .body(body.clone());
         relays.spawn(async move { (url, request.send().await) });
     }
-    let mut gone = Vec::new();
     while let Some(joined) = relays.join_next().await {
         let Ok((url, result)) = joined else { continue };
         match result {
             // 202: queued for that client.
             Ok(response) if response.status().is_success() => {}
-            // 404: that client has closed (its disconnect POST may still be on its way).
-            Ok(response) if response.status() == StatusCode::NOT_FOUND => gone.push(url),
+            // 404: that client has closed (its disconnect POST, which removes it, is on its
+            // way), or its handshake is still completing.
+            Ok(response) if response.status() == StatusCode::NOT_FOUND => {
+                debug!(callback = %url, "chat: client not (or no longer) connected")
+            }
             // 503 (queue full) and the like: that client misses this message.
             Ok(response) => {
                 warn!(callback = %url, status = %response.status(), "chat: relay refused")
@@ -252,14 +255,34 @@ async fn frame(State(chat): State<Arc<Chat>>, headers: HeaderMap, body: Bytes) -
             Err(e) => warn!(callback = %url, error = %e, "chat: relay failed"),
         }
     }
-    if !gone.is_empty() {
-        let mut clients = chat.clients();
-        for url in &gone {
-            clients.remove(url);
-        }
-    }
     // 204 with no body: nothing more goes back to the sender through the reply.
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /connect`, the connect hook: remember the new client before its socket opens, and
+/// greet it with a first message (the hook's answer body).
+async fn connect(State(chat): State<Arc<Chat>>, headers: HeaderMap) -> Response {
+    let url = match chat.callback_url(&headers) {
+        Ok(url) => url,
+        Err(reason) => return bad_request(reason),
+    };
+    let others = {
+        let mut clients = chat.clients();
+        clients.insert(url.clone());
+        clients.len() - 1
+    };
+    info!(callback = %url, others, "chat: client connecting");
+    let greeting = match others {
+        0 => "* welcome! nobody else is here yet: open a second tab".to_owned(),
+        1 => "* welcome! 1 other person is here".to_owned(),
+        n => format!("* welcome! {n} other people are here"),
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        greeting,
+    )
+        .into_response()
 }
 
 /// `POST /disconnect`: forget the client.
@@ -352,6 +375,7 @@ async fn demo() -> Result<(), String> {
         &[
             ("f", format!("{backend_origin}/frame")),
             ("d", format!("{backend_origin}/disconnect")),
+            ("c", format!("{backend_origin}/connect")),
         ],
     )
     .map_err(|e| format!("cannot build the client URL: {e}"))?;
@@ -383,6 +407,7 @@ async fn demo() -> Result<(), String> {
     });
     let app = Router::new()
         .route("/", get(page))
+        .route("/connect", post(connect))
         .route("/frame", post(frame))
         .route("/disconnect", post(disconnect))
         .with_state(chat);
