@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,10 +17,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bytes::Bytes;
+use common::real::RealBridge;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
 const CONNECTIONS: usize = 5_000;
@@ -92,41 +90,20 @@ async fn five_thousand_connections_each_send_and_receive_a_hundred_messages() {
         tokio::spawn(async move { axum::serve(listener, app).await });
 
         let allow = format!(r"http://127\.0\.0\.1:{}/.*", backend.port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"))
-            .args([
-                "--address",
-                "127.0.0.1:0",
+        let mut bridge = RealBridge::spawn_logging(
+            &[
                 "--allowlist",
                 &allow,
                 "--max-connections-per-ip",
                 "0",
                 "--max-messages-per-second",
                 "0",
-            ])
-            .env("RUST_LOG", "warn,websocket_bridge::server=info")
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("bridge exited early");
-            if line.contains("websocket-bridge listening") {
-                let start = line.find("address=").unwrap() + "address=".len();
-                break line[start..].split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        let log = tokio::spawn(async move {
-            let mut all = Vec::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                all.push(line);
-            }
-            all
-        });
+            ],
+            None,
+            "warn,websocket_bridge::server=info",
+        )
+        .await;
+        let addr = bridge.addr.clone();
         let url = format!(
             "ws://{addr}/connect?f={}&d={}",
             encode(&format!("http://{backend}/frame")),
@@ -204,14 +181,9 @@ async fn five_thousand_connections_each_send_and_receive_a_hundred_messages() {
             assert!(unique.contains(callback));
         }
 
-        let pid = child.id().unwrap().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        let status = child.wait().await.unwrap();
+        let status = bridge.terminate(Duration::from_secs(60)).await;
         assert_eq!(status.code(), Some(0));
-        let log = log.await.unwrap();
+        let log = bridge.stop().await;
         let warnings: Vec<_> = log.iter().filter(|l| l.contains("WARN")).collect();
         assert!(warnings.is_empty(), "no warnings under load: {warnings:#?}");
     };

@@ -5,51 +5,18 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::real::RealBridge;
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_100_connections_and_delivers_100_disconnects_before_exit_0() {
     bounded(async {
         let backend = Backend::start().await;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"))
-            .args([
-                "--address",
-                "127.0.0.1:0",
-                "--allowlist",
-                &backend.allowlist(),
-            ])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("bridge exited early");
-            if line.contains("websocket-bridge listening") {
-                let start = line.find("address=").unwrap() + "address=".len();
-                break line[start..].split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining the log so the bridge never blocks on a full pipe.
-        let log = tokio::spawn(async move {
-            let mut all = Vec::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                all.push(line);
-            }
-            all
-        });
-
+        let mut bridge = RealBridge::spawn(&["--allowlist", &backend.allowlist()], None).await;
+        let addr = bridge.addr.clone();
         let connect_url = format!(
             "ws://{addr}/connect?f={}&d={}",
             encode(&backend.url("/frame")),
@@ -61,18 +28,7 @@ async fn sigterm_closes_100_connections_and_delivers_100_disconnects_before_exit
             readers.push(tokio::spawn(async move { expect_close(&mut client).await }));
         }
 
-        let pid = child.id().unwrap().to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        let status = bridge.terminate(Duration::from_secs(30)).await;
         assert_eq!(status.code(), Some(0), "exit status");
         // The process has exited: everything it delivered is already at the backend.
         let disconnects = backend.requests("/disconnect");
@@ -97,7 +53,7 @@ async fn sigterm_closes_100_connections_and_delivers_100_disconnects_before_exit
         for reader in readers {
             assert_eq!(reader.await.unwrap().code, CloseCode::Away);
         }
-        let log = log.await.unwrap();
+        let log = bridge.stop().await;
         assert!(log.iter().any(|l| l.contains("SIGTERM received")));
         assert!(log.iter().any(|l| l.contains("shutdown complete")));
         backend.assert_exactly("/disconnect", 100).await;
