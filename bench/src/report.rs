@@ -1,0 +1,324 @@
+//! Results: metrics with their targets, the final table, machine facts and the JSON file.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Which side of its target a metric must be on.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Goal {
+    /// The value must not exceed the target (costs, latencies, memory).
+    AtMost,
+    /// The value must reach the target (rates).
+    AtLeast,
+}
+
+/// A target from the issue.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct Target {
+    pub(crate) value: f64,
+    pub(crate) goal: Goal,
+}
+
+/// One measured figure.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Metric {
+    pub(crate) name: String,
+    pub(crate) value: f64,
+    pub(crate) unit: String,
+    pub(crate) target: Option<Target>,
+    /// Whether the target is met; `None` without a target.
+    pub(crate) met: Option<bool>,
+}
+
+impl Metric {
+    /// A figure without a target (context, not a goal).
+    pub(crate) fn info(name: &str, value: f64, unit: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            target: None,
+            met: None,
+        }
+    }
+
+    /// A figure that must stay at or below `target`.
+    pub(crate) fn at_most(name: &str, value: f64, unit: &str, target: f64) -> Self {
+        Self::with_target(name, value, unit, target, Goal::AtMost)
+    }
+
+    /// A figure that must reach `target`.
+    pub(crate) fn at_least(name: &str, value: f64, unit: &str, target: f64) -> Self {
+        Self::with_target(name, value, unit, target, Goal::AtLeast)
+    }
+
+    fn with_target(name: &str, value: f64, unit: &str, target: f64, goal: Goal) -> Self {
+        let met = value.is_finite()
+            && match goal {
+                Goal::AtMost => value <= target,
+                Goal::AtLeast => value >= target,
+            };
+        Self {
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            target: Some(Target {
+                value: target,
+                goal,
+            }),
+            met: Some(met),
+        }
+    }
+}
+
+/// What one scenario produced.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ScenarioResult {
+    pub(crate) name: String,
+    pub(crate) metrics: Vec<Metric>,
+    /// Raw counts and settings behind the metrics.
+    pub(crate) details: serde_json::Value,
+}
+
+/// Facts about the machine and the code measured.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Machine {
+    pub(crate) nproc: usize,
+    pub(crate) cpu_model: String,
+    pub(crate) kernel: String,
+    pub(crate) memory_total_kib: Option<u64>,
+    pub(crate) git_commit: String,
+    pub(crate) git_dirty: bool,
+    pub(crate) date_utc: String,
+    pub(crate) rustc: String,
+    pub(crate) clock_ticks_per_second: f64,
+    pub(crate) clock_ticks_source: String,
+    pub(crate) open_files_soft_limit: Option<u64>,
+    /// `/proc/loadavg` when the run started: other work on the machine skews the rates.
+    pub(crate) load_average_at_start: String,
+}
+
+impl Machine {
+    /// Collects what the machine says about itself; unknown facts read `unknown`.
+    pub(crate) fn collect(workspace: &std::path::Path, ticks: (f64, &str)) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key.trim() == "model name").then(|| value.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_total_kib = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let open_files_soft_limit = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .and_then(|line| {
+                line.trim_start_matches("Max open files")
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(workspace)
+                .output()
+                .ok()
+                .filter(|out| out.status.success())
+                .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        };
+        Self {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned()),
+            memory_total_kib,
+            git_commit: git(&["rev-parse", "--short", "HEAD"])
+                .unwrap_or_else(|| "unknown".to_owned()),
+            git_dirty: git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty()),
+            date_utc: utc_now(),
+            rustc: std::process::Command::new("rustc")
+                .arg("--version")
+                .output()
+                .ok()
+                .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+                .unwrap_or_else(|| "unknown".to_owned()),
+            clock_ticks_per_second: ticks.0,
+            clock_ticks_source: ticks.1.to_owned(),
+            open_files_soft_limit,
+            load_average_at_start: std::fs::read_to_string("/proc/loadavg")
+                .map_or_else(|_| "unknown".to_owned(), |l| l.trim().to_owned()),
+        }
+    }
+}
+
+/// The final table, one line per metric: `scenario | metric | value | target | result`.
+pub(crate) fn table(results: &[ScenarioResult]) -> String {
+    let mut rows = vec![[
+        "scenario".to_owned(),
+        "metric".to_owned(),
+        "value".to_owned(),
+        "target".to_owned(),
+        "result".to_owned(),
+    ]];
+    for result in results {
+        for metric in &result.metrics {
+            let target = metric.target.map_or_else(
+                || "-".to_owned(),
+                |t| {
+                    let op = match t.goal {
+                        Goal::AtMost => "<=",
+                        Goal::AtLeast => ">=",
+                    };
+                    format!("{op} {} {}", format_value(t.value), metric.unit)
+                },
+            );
+            let verdict = match metric.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "",
+            };
+            rows.push([
+                result.name.clone(),
+                metric.name.clone(),
+                format!("{} {}", format_value(metric.value), metric.unit),
+                target,
+                verdict.to_owned(),
+            ]);
+        }
+    }
+    let mut widths = [0; 5];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join(" | ").trim_end());
+        if i == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            let _ = writeln!(out, "{}", rule.join("-|-"));
+        }
+    }
+    out
+}
+
+/// Three significant figures or so, without exponent noise.
+pub(crate) fn format_value(value: f64) -> String {
+    if !value.is_finite() {
+        return "n/a".to_owned();
+    }
+    let magnitude = value.abs();
+    if magnitude >= 1000.0 {
+        let rounded = value.round() as i64;
+        // Thousands separators for rates.
+        let digits = rounded.abs().to_string();
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        if rounded < 0 {
+            grouped.insert(0, '-');
+        }
+        grouped
+    } else if magnitude >= 100.0 || value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else if magnitude >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted durations, by the nearest-rank method.
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Now as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let (year, month, day) = civil_from_days(days);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_convert() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_786), (2026, 11, 29));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn quantiles_use_nearest_rank() {
+        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&sorted, 0.5), Duration::from_millis(50));
+        assert_eq!(quantile(&sorted, 0.99), Duration::from_millis(99));
+        assert_eq!(quantile(&sorted, 0.999), Duration::from_millis(100));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn targets_are_judged_by_their_goal() {
+        assert_eq!(Metric::at_most("cpu", 7.9, "us", 8.0).met, Some(true));
+        assert_eq!(Metric::at_most("cpu", 8.1, "us", 8.0).met, Some(false));
+        assert_eq!(
+            Metric::at_least("rate", 19_999.0, "/s", 20_000.0).met,
+            Some(false)
+        );
+        assert_eq!(Metric::at_most("cpu", f64::NAN, "us", 8.0).met, Some(false));
+        assert_eq!(format_value(1_234_567.0), "1,234,567");
+        assert_eq!(format_value(7.891), "7.89");
+    }
+}
