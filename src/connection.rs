@@ -25,9 +25,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
-use url::Url;
 
-use crate::backend::{BackendClient, BackendError};
+use crate::backend::{BackendClient, BackendError, BackendTarget};
 use crate::close::{Cause, Ending, Initiator};
 use crate::limits::{ConnectionSlot, TokenBucket, worth_logging};
 use crate::metrics::Metrics;
@@ -43,8 +42,8 @@ type FramePost = Pin<Box<dyn Future<Output = Result<Option<Payload>, BackendErro
 /// Everything a connection task needs besides the socket.
 pub(crate) struct Connection {
     pub(crate) id: ConnectionId,
-    pub(crate) frame_url: Arc<Url>,
-    pub(crate) disconnect_url: Option<Url>,
+    pub(crate) frame_url: Arc<BackendTarget>,
+    pub(crate) disconnect_url: Option<BackendTarget>,
     /// The callback URL as a header value, built once.
     pub(crate) callback: HeaderValue,
     pub(crate) registration: Registration,
@@ -257,7 +256,7 @@ where
 
 fn post_frame(
     backend: &BackendClient,
-    url: &Arc<Url>,
+    url: &Arc<BackendTarget>,
     callback: &HeaderValue,
     seq: u64,
     payload: Payload,
