@@ -269,6 +269,21 @@ struct Answer {
     _permit: OwnedSemaphorePermit,
 }
 
+/// A backend URL with its host's concurrency limit looked up once (per connection), so the
+/// hot path takes no lock and builds no key.
+#[derive(Debug)]
+pub struct BackendTarget {
+    url: Url,
+    limit: Arc<Semaphore>,
+}
+
+impl BackendTarget {
+    /// The URL requests go to.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+}
+
 /// The process-wide client for backend requests.
 #[derive(Debug, Clone)]
 pub struct BackendClient {
@@ -317,6 +332,12 @@ impl BackendClient {
         &self.counters
     }
 
+    /// A target for requests to `url`.
+    pub fn target(&self, url: Url) -> BackendTarget {
+        let limit = self.host_limit(&url);
+        BackendTarget { url, limit }
+    }
+
     /// The semaphore limiting concurrent requests to `url`'s host:port.
     fn host_limit(&self, url: &Url) -> Arc<Semaphore> {
         let key = format!(
@@ -340,12 +361,12 @@ impl BackendClient {
     /// all within `--backend-timeout`.
     async fn attempt(
         &self,
-        url: &Url,
+        target: &BackendTarget,
         kind: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<Answer, BackendError> {
         let started = Instant::now();
-        let result = self.attempt_unmeasured(url, request).await;
+        let result = self.attempt_unmeasured(target, request).await;
         self.settings
             .metrics
             .backend_attempt(kind, started.elapsed().as_secs_f64());
@@ -354,10 +375,10 @@ impl BackendClient {
 
     async fn attempt_unmeasured(
         &self,
-        url: &Url,
+        target: &BackendTarget,
         request: reqwest::RequestBuilder,
     ) -> Result<Answer, BackendError> {
-        let limit = self.host_limit(url);
+        let limit = Arc::clone(&target.limit);
         let exchange = async {
             let permit = limit
                 .acquire_owned()
@@ -378,7 +399,7 @@ impl BackendClient {
     /// 2xx answer, or the last failure.
     async fn send_with_retries(
         &self,
-        url: &Url,
+        target: &BackendTarget,
         what: &'static str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Answer, BackendError> {
@@ -386,7 +407,7 @@ impl BackendClient {
         let started = Instant::now();
         let mut retry = 0u32;
         loop {
-            let (error, wait) = match self.attempt(url, what, build()).await {
+            let (error, wait) = match self.attempt(target, what, build()).await {
                 Ok(answer) if answer.response.status().is_success() => return Ok(answer),
                 Ok(answer) => {
                     let status = answer.response.status();
@@ -419,7 +440,7 @@ impl BackendClient {
     /// the client. Transient failures are retried with the same `x-ws-proxy-seq`.
     pub async fn post_frame(
         &self,
-        url: &Url,
+        target: &BackendTarget,
         callback: &HeaderValue,
         seq: u64,
         payload: &Payload,
@@ -429,10 +450,10 @@ impl BackendClient {
             Payload::Binary(_) => BINARY_CONTENT_TYPE,
         };
         let answer = self
-            .send_with_retries(url, "frame", || {
+            .send_with_retries(target, "frame", || {
                 let request = self
                     .http
-                    .post(url.clone())
+                    .post(target.url.clone())
                     .header(CONTENT_TYPE, content_type)
                     .header(HEADER_SEND, callback.clone())
                     .header(HEADER_SEQ, seq)
@@ -459,18 +480,18 @@ impl BackendClient {
     /// is waiting, and may retry itself.
     pub async fn post_connect(
         &self,
-        url: &Url,
+        target: &BackendTarget,
         callback: &HeaderValue,
         headers: reqwest::header::HeaderMap,
     ) -> Result<ConnectAnswer, BackendError> {
         let request = self
             .http
-            .post(url.clone())
+            .post(target.url.clone())
             .headers(headers)
             .header(HEADER_SEND, callback.clone())
             .body(Bytes::new());
         let request = self.sign(request, callback, b"");
-        let mut answer = match self.attempt(url, "connect", request).await {
+        let mut answer = match self.attempt(target, "connect", request).await {
             Ok(answer) => answer,
             Err(e) => {
                 self.settings.metrics.backend_failure("connect", e.kind());
@@ -523,16 +544,16 @@ impl BackendClient {
     /// the backend's only cleanup signal.
     pub async fn post_disconnect(
         &self,
-        url: &Url,
+        target: &BackendTarget,
         callback: &HeaderValue,
         ending: &Ending,
     ) -> Result<(), BackendError> {
         let reason = header_safe_reason(&ending.reason);
         let answer = self
-            .send_with_retries(url, "disconnect", || {
+            .send_with_retries(target, "disconnect", || {
                 let mut request = self
                     .http
-                    .post(url.clone())
+                    .post(target.url.clone())
                     .header(HEADER_SEND, callback.clone())
                     .header(HEADER_CLOSE_INITIATOR, ending.initiator.as_str())
                     .header(HEADER_CLOSE_CAUSE, ending.cause.as_str())

@@ -354,7 +354,12 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
             shared.config.tls.is_some(),
             request.uri(),
         );
-        match shared.backend.post_connect(hook, &callback, headers).await {
+        let target = shared.backend.target(hook.clone());
+        match shared
+            .backend
+            .post_connect(&target, &callback, headers)
+            .await
+        {
             Ok(ConnectAnswer::Accept {
                 subprotocol: selected,
                 first_message: first,
@@ -413,8 +418,8 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
     let registration = shared.registry.register(id, handle);
     let connection = Connection {
         id,
-        frame_url: Arc::new(urls.frame),
-        disconnect_url: urls.disconnect,
+        frame_url: Arc::new(shared.backend.target(urls.frame)),
+        disconnect_url: urls.disconnect.map(|u| shared.backend.target(u)),
         callback,
         registration,
         outbound: receiver,
@@ -427,8 +432,8 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
     shared.tracker.spawn(
         async move {
             info!(
-                frame = %redacted(&connection.frame_url),
-                disconnect = connection.disconnect_url.as_ref().map(redacted).unwrap_or_default(),
+                frame = %redacted(connection.frame_url.url()),
+                disconnect = connection.disconnect_url.as_ref().map(|t| redacted(t.url())).unwrap_or_default(),
                 "connection opened"
             );
             match on_upgrade.await {

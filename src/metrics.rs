@@ -42,6 +42,10 @@ pub struct Metrics {
     /// Payload bytes to clients.
     pub bytes_out: Counter,
     backend_latency: HistogramFamily,
+    /// Pre-created per-kind histograms: no label allocation on the hot path.
+    frame_latency: Histogram,
+    connect_latency: Histogram,
+    disconnect_latency: Histogram,
     backend_failures: Family<Labels, Counter>,
     retries: Family<Labels, Counter>,
     callback_responses: Family<Labels, Counter>,
@@ -76,6 +80,9 @@ impl Metrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             backend_latency: Family::new_with_constructor(latency_histogram),
+            frame_latency: latency_histogram(),
+            connect_latency: latency_histogram(),
+            disconnect_latency: latency_histogram(),
             backend_failures: Family::default(),
             retries: Family::default(),
             callback_responses: Family::default(),
@@ -147,7 +154,17 @@ impl Metrics {
             "Callback POSTs refused because the client's send queue was full",
             m.queue_full.clone(),
         );
-        Metrics { registry, ..m }
+        let kind = |k: &str| vec![("kind", k.to_owned())];
+        let frame_latency = m.backend_latency.get_or_create_owned(&kind("frame"));
+        let connect_latency = m.backend_latency.get_or_create_owned(&kind("connect"));
+        let disconnect_latency = m.backend_latency.get_or_create_owned(&kind("disconnect"));
+        Metrics {
+            registry,
+            frame_latency,
+            connect_latency,
+            disconnect_latency,
+            ..m
+        }
     }
 
     /// Counts a closed connection.
@@ -159,9 +176,15 @@ impl Metrics {
 
     /// Records one backend attempt's duration.
     pub fn backend_attempt(&self, kind: &'static str, seconds: f64) {
-        self.backend_latency
-            .get_or_create(&vec![("kind", kind.to_owned())])
-            .observe(seconds);
+        match kind {
+            "frame" => self.frame_latency.observe(seconds),
+            "connect" => self.connect_latency.observe(seconds),
+            "disconnect" => self.disconnect_latency.observe(seconds),
+            other => self
+                .backend_latency
+                .get_or_create(&vec![("kind", other.to_owned())])
+                .observe(seconds),
+        }
     }
 
     /// Counts a backend request that failed for good.

@@ -33,7 +33,14 @@ impl ConnectionId {
     pub fn parse(s: &str) -> Option<Self> {
         // Only the canonical form is accepted, so one connection has exactly one URL.
         let uuid = Uuid::try_parse(s).ok()?;
-        (uuid.hyphenated().to_string() == s).then_some(ConnectionId(uuid))
+        let mut canonical = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let encoded = uuid.hyphenated().encode_lower(&mut canonical);
+        (encoded == s).then_some(ConnectionId(uuid))
+    }
+
+    /// Which registry shard holds this id (the id is random, so shards fill evenly).
+    fn shard(&self, shards: usize) -> usize {
+        (self.0.as_u128() as usize) % shards
     }
 
     /// The whole id, for building the callback URL. Never log this.
@@ -152,10 +159,24 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// id -> handle for every open connection on this node.
-#[derive(Default)]
+/// Shards of the registry: enough that callbacks and handshakes on different connections
+/// rarely wait for the same lock.
+const SHARDS: usize = 64;
+
+type Shard = Mutex<HashMap<ConnectionId, ConnectionHandle>>;
+
+/// id -> handle for every open connection on this node, in [`SHARDS`] independently locked
+/// shards.
 pub struct Registry {
-    map: Mutex<HashMap<ConnectionId, ConnectionHandle>>,
+    shards: Box<[Shard]>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
 }
 
 impl fmt::Debug for Registry {
@@ -169,7 +190,7 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// Adds a connection; the entry lives until the returned guard is dropped.
     pub fn register(self: &Arc<Self>, id: ConnectionId, handle: ConnectionHandle) -> Registration {
-        self.lock().insert(id, handle);
+        self.lock(&id).insert(id, handle);
         Registration {
             registry: Arc::clone(self),
             id,
@@ -178,17 +199,20 @@ impl Registry {
 
     /// The handle of a live connection.
     pub fn lookup(&self, id: &ConnectionId) -> Option<ConnectionHandle> {
-        self.lock().get(id).cloned()
+        self.lock(id).get(id).cloned()
     }
 
     /// Removes a connection; later lookups find nothing.
     pub fn remove(&self, id: &ConnectionId) {
-        self.lock().remove(id);
+        self.lock(id).remove(id);
     }
 
     /// Number of registered connections.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
     }
 
     /// True when no connection is registered.
@@ -196,9 +220,14 @@ impl Registry {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, ConnectionHandle>> {
-        // The map holds no invariant a panicking holder could break halfway.
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(
+        &self,
+        id: &ConnectionId,
+    ) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, ConnectionHandle>> {
+        // A map holds no invariant a panicking holder could break halfway.
+        self.shards[id.shard(self.shards.len())]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -33,6 +33,11 @@ use crate::limits::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
+/// tungstenite's read buffer per connection. tungstenite zero-fills its whole capacity on the
+/// first read, so this is resident memory for every open connection: kept small (large frames
+/// still get a buffer of their own size).
+pub const READ_BUFFER_SIZE: usize = 4 * 1024;
+
 /// Largest HTTP/1.1 request head (request line plus headers) accepted, in bytes.
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
@@ -122,7 +127,7 @@ pub async fn run_with(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size))
-        .read_buffer_size(16 * 1024);
+        .read_buffer_size(READ_BUFFER_SIZE);
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
 
     if config.allowlist.is_empty() {

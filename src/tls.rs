@@ -33,17 +33,10 @@ pub fn install_crypto_provider() {
 /// Builds the server configuration from a PEM chain (leaf first) and a PEM private key.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     install_crypto_provider();
-    let cert_err = |reason: String| TlsError::Cert {
+    let chain = read_certificates(cert).map_err(|reason| TlsError::Cert {
         path: cert.to_owned(),
         reason,
-    };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| cert_err(format!("cannot read it ({e})")))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| cert_err(format!("not valid PEM ({e})")))?;
-    if chain.is_empty() {
-        return Err(cert_err("holds no PEM CERTIFICATE block".into()));
-    }
+    })?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: key.to_owned(),
         reason: format!("no usable PEM private key ({e})"),
@@ -62,16 +55,20 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 
 /// Loads the PEM CA certificates of `--backend-ca`.
 pub fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |reason: String| TlsError::Ca {
+    read_certificates(path).map_err(|reason| TlsError::Ca {
         path: path.to_owned(),
         reason,
-    };
+    })
+}
+
+/// Every PEM certificate in a file (at least one), or why not.
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(format!("cannot read it ({e})")))?
+        .map_err(|e| format!("cannot read it ({e})"))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(format!("not valid PEM ({e})")))?;
+        .map_err(|e| format!("not valid PEM ({e})"))?;
     if certs.is_empty() {
-        return Err(err("holds no PEM CERTIFICATE block".into()));
+        return Err("holds no PEM CERTIFICATE block".into());
     }
     Ok(certs)
 }
