@@ -97,16 +97,70 @@ pub(crate) async fn post_message(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let id = ConnectionId::parse(&id).ok_or(ApiError::UnknownConnection)?;
-    let handle = shared
-        .registry
-        .lookup(&id)
-        .ok_or(ApiError::UnknownConnection)?;
-    // A full queue is refused before the body is read, so a flood costs no body reads.
+    queue_message(&shared, &id, &headers, body).await
+}
+
+/// The same as `post_message`, called straight from the connection's service without the
+/// router: it also does the CORS and metrics work the router's layers would do.
+pub(crate) async fn fast_post(
+    shared: Arc<Shared>,
+    id: &str,
+    request: axum::http::Request<hyper::body::Incoming>,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let result = queue_message(&shared, id, &parts.headers, Body::new(body)).await;
+    let mut response = match result {
+        Ok(status) => status.into_response(),
+        Err(e) => e.into_response(),
+    };
+    if let Some(origin) = parts.headers.get(header::ORIGIN) {
+        let allowed = match &shared.config.callback_cors_origins {
+            None => Some(HeaderValue::from_static("*")),
+            Some(list) => list.iter().find(|o| *o == origin).cloned(),
+        };
+        if let Some(allowed) = allowed {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+            if shared.config.callback_cors_origins.is_some() {
+                headers.append(header::VARY, HeaderValue::from_static("origin"));
+            }
+        }
+    }
+    shared.metrics.callback_response(response.status().as_u16());
+    response
+}
+
+/// Queues a callback body as one message to connection `id`.
+async fn queue_message(
+    shared: &Shared,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let Some((id, handle)) =
+        ConnectionId::parse(id).and_then(|id| shared.registry.lookup(&id).map(|h| (id, h)))
+    else {
+        discard(
+            body,
+            shared.config.max_message_size,
+            shared.config.handshake_timeout,
+        )
+        .await;
+        return Err(ApiError::UnknownConnection);
+    };
+    // A full queue is refused without keeping the body: it is read and thrown away as it
+    // arrives (bounded by the size limit and the handshake timeout), so the client sees the
+    // 503 rather than a connection reset in the middle of its upload.
     let queued_now = handle.stats.queued_bytes.load(Ordering::Acquire);
     if handle.sender.capacity() == 0
         || (queued_now > 0 && queued_now >= shared.config.send_queue_bytes)
     {
+        discard(
+            body,
+            shared.config.max_message_size,
+            shared.config.handshake_timeout,
+        )
+        .await;
         shared.limits.queue_full.fetch_add(1, Ordering::Relaxed);
         shared.metrics.queue_full.inc();
         return Err(ApiError::QueueFull {
@@ -167,6 +221,21 @@ pub(crate) async fn post_message(
             }
         }
     }
+}
+
+/// Reads and drops a request body, at most `limit` bytes and `within` time.
+async fn discard(body: Body, limit: usize, within: std::time::Duration) {
+    let drain = async {
+        let mut body = body;
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, drain).await;
 }
 
 /// How long `DELETE` waits for room in a full queue before answering 503.

@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let listener = match tokio::net::TcpListener::bind(config.address).await {
+        let listener = match websocket_bridge::server::bind(config.address) {
             Ok(listener) => listener,
             Err(e) => {
                 eprintln!(

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// Base of callback URLs, without a trailing slash.
     pub(crate) base_url: String,
+    /// The path callback URLs start with: the base URL's path plus `/`.
+    pub(crate) callback_prefix: String,
     pub(crate) registry: Arc<Registry>,
     pub(crate) backend: BackendClient,
     /// Cancelled when shutdown starts; every connection task watches it.
@@ -78,6 +80,24 @@ pub enum RunError {
     Backend(#[source] reqwest::Error),
 }
 
+/// Pending connections the kernel may queue before `accept` (tokio's own default is 128,
+/// which a burst of a few hundred handshakes overflows, costing each overflowed client a SYN
+/// retransmission, a second or more).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, so a restart does not wait
+/// for old connections in TIME_WAIT).
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves the bridge on an already-bound listener until `shutdown` resolves, then closes every
 /// connection (Close 1001, disconnect POSTs) within `--shutdown-grace`.
 pub async fn run(
@@ -86,11 +106,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let metrics_listener = match config.metrics_address {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .map_err(|e| RunError::MetricsBind(address, e))?,
-        ),
+        Some(address) => Some(bind(address).map_err(|e| RunError::MetricsBind(address, e))?),
         None => None,
     };
     run_with(listener, metrics_listener, config, shutdown).await
@@ -146,9 +162,11 @@ pub async fn run_with(
 
     let config_max_connections = config.max_connections;
     let config_max_per_ip = config.max_connections_per_ip;
+    let callback_prefix = format!("{}/", callback_base_path(&base_url));
     let shared = Arc::new(Shared {
         config,
         base_url,
+        callback_prefix,
         registry: Arc::new(Registry::default()),
         backend,
         shutdown: CancellationToken::new(),
@@ -259,6 +277,12 @@ fn callback_base_path(base_url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The id part of a callback path (`{prefix}{id}`), if the path has that shape.
+fn callback_id<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
+    path.strip_prefix(prefix)
+        .filter(|id| id.len() == 36 && !id.contains('/'))
+}
+
 /// Builds the router for one bridge.
 fn router(shared: Arc<Shared>) -> Router {
     let origins = match &shared.config.callback_cors_origins {
@@ -310,25 +334,37 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let timeout = shared.config.handshake_timeout;
     match tls {
-        None => serve_http(stream, addr, router, &shared).await,
+        None => serve_http(stream, addr, router, shared).await,
         Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls_stream)) => serve_http(tls_stream, addr, router, &shared).await,
+            Ok(Ok(tls_stream)) => serve_http(tls_stream, addr, router, shared).await,
             Ok(Err(e)) => debug!(client.addr = %addr, error = %e, "TLS handshake failed"),
             Err(_) => debug!(client.addr = %addr, "TLS handshake timed out"),
         },
     }
 }
 
-async fn serve_http<IO>(io: IO, addr: SocketAddr, router: Router, shared: &Shared)
+async fn serve_http<IO>(io: IO, addr: SocketAddr, router: Router, shared: Arc<Shared>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let upgraded = Upgraded::default();
     let marker = upgraded.clone();
-    let service = router.map_request(move |mut request: Request<Incoming>| {
+    let fast = Arc::clone(&shared);
+    let service = tower::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(addr));
         request.extensions_mut().insert(marker.clone());
-        request
+        let router = router.clone();
+        let shared = Arc::clone(&fast);
+        async move {
+            // The hot path of the callback API skips routing and middleware.
+            if request.method() == Method::POST
+                && let Some(id) = callback_id(&shared.callback_prefix, request.uri().path())
+            {
+                let id = id.to_owned();
+                return Ok(crate::callback::fast_post(shared, &id, request).await);
+            }
+            router.oneshot(request).await
+        }
     });
     let io = IdleGuard::new(
         io,
