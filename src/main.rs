@@ -9,6 +9,10 @@ use tracing_subscriber::EnvFilter;
 use websocket_bridge::config::{CliError, LogFormat, first_line};
 use websocket_bridge::{Cli, Config};
 
+/// mimalloc: measured to cut the bridge's CPU per message (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sysexits.h EX_USAGE: the command was used incorrectly.
 const EX_USAGE: u8 = 64;
 /// sysexits.h EX_UNAVAILABLE: a service is unavailable (e.g. the port is taken).
