@@ -55,6 +55,16 @@ async fn sigterm_closes_100_connections_and_delivers_100_disconnects_before_exit
         }
         let log = bridge.stop().await;
         assert!(log.iter().any(|l| l.contains("SIGTERM received")));
+        // Callback ids are capabilities: no log line holds one in full (only an 8-digit prefix).
+        for callback in &callbacks {
+            let id = callback.rsplit('/').next().unwrap();
+            assert!(!log.iter().any(|l| l.contains(id)), "full id {id} logged");
+            assert!(
+                log.iter().any(|l| l.contains(&id[..8])),
+                "short id {} logged",
+                &id[..8]
+            );
+        }
         assert!(log.iter().any(|l| l.contains("shutdown complete")));
         backend.assert_exactly("/disconnect", 100).await;
     })
