@@ -24,13 +24,14 @@ WORKDIR /src
 COPY . .
 # Cache mounts keep the crates.io downloads and the target directory between builds (BuildKit).
 # The target directory is a cache mount, so the binary is copied out in the same step. The
-# release profile keeps line-level debug info (debug = 1) for local profiling; the image does
+# dist profile (release plus fat LTO and one codegen unit, about 10-15 % less CPU per message,
+# see docs/PERFORMANCE.md) keeps line-level debug info (debug = 1) for local profiling; the image does
 # not need it (57 MB of the 70 MB), so it is stripped. Symbols stay, for readable backtraces.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin websocket-bridge \
-    && strip --strip-debug target/release/websocket-bridge \
-    && install -D -m 0755 target/release/websocket-bridge /out/websocket-bridge
+    cargo build --profile dist --locked --bin websocket-bridge \
+    && strip --strip-debug target/dist/websocket-bridge \
+    && install -D -m 0755 target/dist/websocket-bridge /out/websocket-bridge
 
 # ---- runtime ------------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
