@@ -22,6 +22,9 @@ use crate::payload::Payload;
 use crate::registry::{ConnectionId, Outbound};
 use crate::server::Shared;
 
+/// Longest wait for a free slot of `--max-callback-bodies` before answering 503.
+pub const CALLBACK_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Seconds suggested in `Retry-After` when a client's send queue is full.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -58,6 +61,14 @@ pub enum ApiError {
     /// 400: the body could not be read.
     #[error("the request body could not be read: {0}")]
     BadBody(String),
+    /// 503: too many callback bodies are being read at once (`--max-callback-bodies`).
+    #[error(
+        "the bridge is reading {limit} callback bodies already (--max-callback-bodies); retry later"
+    )]
+    Busy {
+        /// The limit.
+        limit: usize,
+    },
     /// 400: invalid `code` or `reason` on `DELETE`.
     #[error("{0}")]
     BadClose(String),
@@ -72,7 +83,7 @@ impl ApiError {
             ApiError::NotUtf8 | ApiError::BadBody(_) | ApiError::BadClose(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::QueueFull { .. } | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -81,7 +92,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), format!("{self}\n")).into_response();
-        if matches!(self, ApiError::QueueFull { .. }) {
+        if matches!(self, ApiError::QueueFull { .. } | ApiError::Busy { .. }) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
@@ -176,6 +187,18 @@ async fn queue_message(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::TooLarge { limit });
     }
+    // Bodies being read at once are bounded bridge-wide, so many slow or concurrent callers
+    // cannot hold unbounded memory.
+    let permit = tokio::time::timeout(
+        CALLBACK_BODY_WAIT.min(shared.config.handshake_timeout),
+        shared.callback_bodies.acquire(),
+    )
+    .await;
+    let Ok(Ok(_permit)) = permit else {
+        return Err(ApiError::Busy {
+            limit: shared.config.max_callback_bodies,
+        });
+    };
     let collected = tokio::time::timeout(
         shared.config.handshake_timeout,
         Limited::new(body, limit).collect(),

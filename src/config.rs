@@ -118,6 +118,16 @@ pub struct Cli {
     #[arg(long, env = "WS_BRIDGE_SEND_QUEUE_BYTES", default_value = "4MiB", value_name = "BYTES", value_parser = parse_size)]
     pub send_queue_bytes: usize,
 
+    /// Callback request bodies read at once, bridge-wide (each up to --max-message-size);
+    /// beyond it a callback waits up to 1 s for a slot, then gets 503. [default: 256]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_MAX_CALLBACK_BODIES",
+        default_value_t = 256,
+        value_name = "COUNT"
+    )]
+    pub max_callback_bodies: usize,
+
     /// Client messages read ahead while a frame POST is in flight; then the bridge stops
     /// reading the socket (TCP backpressure). [default: 16]
     #[arg(
@@ -350,6 +360,8 @@ pub struct Config {
     pub send_queue: usize,
     /// Capacity of each connection's outbound queue, in bytes.
     pub send_queue_bytes: usize,
+    /// Callback bodies read at once.
+    pub max_callback_bodies: usize,
     /// Client messages read ahead while a POST is in flight.
     pub read_ahead_messages: usize,
     /// Client bytes read ahead while a POST is in flight.
@@ -405,6 +417,7 @@ impl std::fmt::Debug for Config {
             .field("backend_timeout", &self.backend_timeout)
             .field("send_queue", &self.send_queue)
             .field("send_queue_bytes", &self.send_queue_bytes)
+            .field("max_callback_bodies", &self.max_callback_bodies)
             .field("read_ahead_messages", &self.read_ahead_messages)
             .field("read_ahead_bytes", &self.read_ahead_bytes)
             .field("backend_retries", &self.backend_retries)
@@ -475,6 +488,7 @@ impl TryFrom<Cli> for Config {
                 MAX_MAX_MESSAGE_SIZE,
             ),
             ("--read-ahead-messages", cli.read_ahead_messages, 1, 100_000),
+            ("--max-callback-bodies", cli.max_callback_bodies, 1, 100_000),
             (
                 "--read-ahead-bytes",
                 cli.read_ahead_bytes,
@@ -564,6 +578,7 @@ impl TryFrom<Cli> for Config {
             backend_timeout: cli.backend_timeout,
             send_queue: cli.send_queue,
             send_queue_bytes: cli.send_queue_bytes,
+            max_callback_bodies: cli.max_callback_bodies,
             read_ahead_messages: cli.read_ahead_messages,
             read_ahead_bytes: cli.read_ahead_bytes,
             backend_retries: cli.backend_retries,
@@ -745,6 +760,7 @@ impl Config {
             ),
             ("send-queue", self.send_queue.to_string()),
             ("send-queue-bytes", self.send_queue_bytes.to_string()),
+            ("max-callback-bodies", self.max_callback_bodies.to_string()),
             ("read-ahead-messages", self.read_ahead_messages.to_string()),
             ("read-ahead-bytes", self.read_ahead_bytes.to_string()),
             ("max-connections", self.max_connections.to_string()),

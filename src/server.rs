@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Arc<ConnectionLimits>,
     /// Prometheus metrics.
     pub(crate) metrics: Arc<Metrics>,
+    /// Callback bodies that may be read at once (`--max-callback-bodies`).
+    pub(crate) callback_bodies: tokio::sync::Semaphore,
 }
 
 /// Errors that stop [`run`] before it serves anything.
@@ -163,6 +165,7 @@ pub async fn run_with(
     let config_max_connections = config.max_connections;
     let config_max_per_ip = config.max_connections_per_ip;
     let callback_prefix = format!("{}/", callback_base_path(&base_url));
+    let callback_bodies = tokio::sync::Semaphore::new(config.max_callback_bodies);
     let shared = Arc::new(Shared {
         config,
         base_url,
@@ -177,6 +180,7 @@ pub async fn run_with(
             config_max_per_ip,
         )),
         metrics,
+        callback_bodies,
     });
     if let Some(metrics_listener) = metrics_listener {
         tokio::spawn(crate::metrics::serve(

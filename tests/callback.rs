@@ -213,3 +213,52 @@ async fn a_base_url_with_a_path_and_trailing_slash_builds_clean_callback_urls() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn callback_bodies_read_at_once_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(
+            &backend,
+            &["--max-callback-bodies", "1", "--handshake-timeout", "4s"],
+        )
+        .await;
+        let mut client = bridge.client(&backend, "/frame", None).await;
+        let callback = callback_of(&backend, &mut client).await;
+        let path = callback
+            .split_once(&bridge.addr.to_string())
+            .unwrap()
+            .1
+            .to_owned();
+
+        // A caller that announces 100 bytes and sends 10: it holds the only slot.
+        let mut slow = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+        let head =
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
+        slow.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+        let r = http_client()
+            .post(&callback)
+            .body("waiting")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+        assert!(r.text().await.unwrap().contains("--max-callback-bodies"));
+
+        // Once the slow caller finishes, the slot is free again.
+        slow.write_all(&[b'x'; 90]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let r = http_client()
+            .post(&callback)
+            .body("now")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    })
+    .await;
+}
