@@ -253,15 +253,6 @@ pub struct BackendSettings {
     pub metrics: Arc<Metrics>,
 }
 
-/// Counters of the backend client, for logs.
-#[derive(Debug, Default)]
-pub struct BackendCounters {
-    /// Retries made.
-    pub retries: AtomicU64,
-    /// Requests that failed for good (after retries).
-    pub failures: AtomicU64,
-}
-
 /// A response together with the permit that holds its slot of the host's connection limit
 /// until the body has been read.
 struct Answer {
@@ -290,7 +281,8 @@ pub struct BackendClient {
     http: reqwest::Client,
     settings: Arc<BackendSettings>,
     hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
-    counters: Arc<BackendCounters>,
+    /// Retries made, for the running total in the logs (per-kind counts are in the metrics).
+    retries: Arc<AtomicU64>,
 }
 
 /// Host limits kept before idle ones are forgotten.
@@ -323,13 +315,8 @@ impl BackendClient {
             http: builder.build()?,
             settings: Arc::new(settings),
             hosts: Arc::default(),
-            counters: Arc::default(),
+            retries: Arc::default(),
         })
-    }
-
-    /// Retry and failure counters.
-    pub fn counters(&self) -> &BackendCounters {
-        &self.counters
     }
 
     /// A target for requests to `url`.
@@ -422,14 +409,13 @@ impl BackendClient {
                 || retry > policy.retries
                 || started.elapsed() + wait > policy.budget
             {
-                self.counters.failures.fetch_add(1, Ordering::Relaxed);
                 self.settings.metrics.backend_failure(what, error.kind());
                 if error.is_transient() && policy.retries > 0 {
                     warn!(what, retries = retry - 1, error = %error.detail(), "backend retries exhausted");
                 }
                 return Err(error);
             }
-            let total = self.counters.retries.fetch_add(1, Ordering::Relaxed) + 1;
+            let total = self.retries.fetch_add(1, Ordering::Relaxed) + 1;
             self.settings.metrics.retry(what);
             debug!(what, retry, wait = ?wait, error = %error.detail(), retries_total = total, "retrying backend request");
             tokio::time::sleep(wait).await;

@@ -19,7 +19,7 @@ use tracing::warn;
 use crate::close::MAX_REASON_BYTES;
 use crate::limits::worth_logging;
 use crate::payload::Payload;
-use crate::registry::{ConnectionId, Outbound};
+use crate::registry::{ConnectionHandle, ConnectionId, Outbound};
 use crate::server::Shared;
 
 /// Longest wait for a free slot of `--max-callback-bodies` before answering 503.
@@ -172,12 +172,7 @@ async fn queue_message(
             shared.config.handshake_timeout,
         )
         .await;
-        shared.limits.queue_full.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.queue_full.inc();
-        return Err(ApiError::QueueFull {
-            capacity: handle.sender.max_capacity(),
-            bytes: shared.config.send_queue_bytes,
-        });
+        return Err(queue_full(shared, &handle, id));
     }
     let limit = shared.config.max_message_size;
     let declared = headers
@@ -229,20 +224,24 @@ async fn queue_message(
         Err(e) => {
             queued.fetch_sub(len, Ordering::AcqRel);
             match e {
-                TrySendError::Full(_) => {
-                    let total = shared.limits.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
-                    shared.metrics.queue_full.inc();
-                    if worth_logging(total) {
-                        warn!(conn.id = %id, queue_full_total = total, "callback refused: the client's send queue is full");
-                    }
-                    Err(ApiError::QueueFull {
-                        capacity: handle.sender.max_capacity(),
-                        bytes: shared.config.send_queue_bytes,
-                    })
-                }
+                TrySendError::Full(_) => Err(queue_full(shared, &handle, id)),
                 TrySendError::Closed(_) => Err(ApiError::UnknownConnection),
             }
         }
+    }
+}
+
+/// Counts (metrics, and a log line now and then) a callback refused because the client's send
+/// queue is full, and builds its 503.
+fn queue_full(shared: &Shared, handle: &ConnectionHandle, id: ConnectionId) -> ApiError {
+    // `inc` returns the count before this one.
+    let total = shared.metrics.queue_full.inc() + 1;
+    if worth_logging(total) {
+        warn!(conn.id = %id, queue_full_total = total, "callback refused: the client's send queue is full");
+    }
+    ApiError::QueueFull {
+        capacity: handle.sender.max_capacity(),
+        bytes: shared.config.send_queue_bytes,
     }
 }
 

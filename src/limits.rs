@@ -41,8 +41,6 @@ pub struct ConnectionLimits {
     pub refused_per_ip: AtomicU64,
     /// Connections closed by `--max-messages-per-second`.
     pub rate_limited: AtomicU64,
-    /// Callback POSTs refused because a send queue was full.
-    pub queue_full: AtomicU64,
 }
 
 impl ConnectionLimits {
@@ -56,7 +54,6 @@ impl ConnectionLimits {
             refused_full: AtomicU64::new(0),
             refused_per_ip: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
-            queue_full: AtomicU64::new(0),
         }
     }
 

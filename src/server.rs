@@ -162,10 +162,12 @@ pub async fn run_with(
         "websocket-bridge listening"
     );
 
-    let config_max_connections = config.max_connections;
-    let config_max_per_ip = config.max_connections_per_ip;
     let callback_prefix = format!("{}/", callback_base_path(&base_url));
     let callback_bodies = tokio::sync::Semaphore::new(config.max_callback_bodies);
+    let limits = Arc::new(ConnectionLimits::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+    ));
     let shared = Arc::new(Shared {
         config,
         base_url,
@@ -175,10 +177,7 @@ pub async fn run_with(
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         ws_config,
-        limits: Arc::new(ConnectionLimits::new(
-            config_max_connections,
-            config_max_per_ip,
-        )),
+        limits,
         metrics,
         callback_bodies,
     });
