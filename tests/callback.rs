@@ -10,10 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 async fn callback_of(backend: &Backend, client: &mut Client) -> String {
     send_text(client, "hello").await;
-    backend.wait_for("/frame", 1).await[0]
-        .header("x-ws-proxy-send")
-        .unwrap()
-        .to_owned()
+    backend.callback_url("/frame").await
 }
 
 #[tokio::test]

@@ -184,10 +184,7 @@ async fn delete_closes_with_code_and_reason_after_earlier_messages() {
         let bridge = Bridge::for_backend(&backend, &[]).await;
         let mut client = bridge.client(&backend, "/frame", Some("/disconnect")).await;
         send_text(&mut client, "hello").await;
-        let callback = backend.wait_for("/frame", 1).await[0]
-            .header("x-ws-proxy-send")
-            .unwrap()
-            .to_owned();
+        let callback = backend.callback_url("/frame").await;
         let http = http_client();
 
         for bad in ["code=1001", "code=2000", "code=abc", "reason=%FF"] {

@@ -70,10 +70,7 @@ async fn callbacks_deliver_text_and_binary_to_the_client() {
         let bridge = Bridge::for_backend(&backend, &[]).await;
         let mut client = bridge.client(&backend, "/frame", None).await;
         send_text(&mut client, "hi").await;
-        let callback = backend.wait_for("/frame", 1).await[0]
-            .header("x-ws-proxy-send")
-            .unwrap()
-            .to_owned();
+        let callback = backend.callback_url("/frame").await;
         let http = http_client();
 
         let r = http
@@ -222,10 +219,7 @@ async fn empty_messages_travel_both_ways() {
         // Without the header, an empty 2xx body is no reply; an empty callback POST is a message.
         let mut client = bridge.client(&backend, "/frame", None).await;
         send_text(&mut client, "").await;
-        let callback = backend.wait_for("/frame", 1).await[0]
-            .header("x-ws-proxy-send")
-            .unwrap()
-            .to_owned();
+        let callback = backend.callback_url("/frame").await;
         let r = http_client()
             .post(&callback)
             .header("content-type", "text/plain")

@@ -178,10 +178,7 @@ async fn retries_failures_and_queue_full_are_counted() {
         // A client that never reads: its one-message queue fills.
         let mut quiet = bridge.client(&backend, "/frame", None).await;
         send_text(&mut quiet, "hi").await;
-        let callback = backend.wait_for("/frame", 1).await[0]
-            .header("x-ws-proxy-send")
-            .unwrap()
-            .to_owned();
+        let callback = backend.callback_url("/frame").await;
         let http = http_client();
         let mut saw_503 = false;
         for _ in 0..200 {

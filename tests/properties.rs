@@ -178,10 +178,7 @@ fn the_callback_api_handles_arbitrary_bodies() {
         let bridge = Bridge::for_backend(&backend, &["--max-message-size", "256"]).await;
         let mut client = bridge.client(&backend, "/frame", None).await;
         send_text(&mut client, "hi").await;
-        let callback = backend.wait_for("/frame", 1).await[0]
-            .header("x-ws-proxy-send")
-            .unwrap()
-            .to_owned();
+        let callback = backend.callback_url("/frame").await;
         (bridge, client, callback)
     });
     let http = http_client();

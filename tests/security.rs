@@ -269,10 +269,7 @@ async fn callback_cors_origin_restricts_browsers() {
             Bridge::for_backend(&backend, &["--callback-cors-origin", "https://app.example"]).await;
         let mut client = bridge.client(&backend, "/frame", None).await;
         send_text(&mut client, "x").await;
-        let callback = backend.wait_for("/frame", 1).await[0]
-            .header("x-ws-proxy-send")
-            .unwrap()
-            .to_owned();
+        let callback = backend.callback_url("/frame").await;
         let http = http_client();
         let preflight = |origin: &'static str| {
             http.request(reqwest::Method::OPTIONS, &callback)

@@ -156,6 +156,14 @@ impl Backend {
         }
     }
 
+    /// The callback URL (`x-ws-proxy-send`) of the first request to `path`, once it arrived.
+    pub async fn callback_url(&self, path: &str) -> String {
+        self.wait_for(path, 1).await[0]
+            .header("x-ws-proxy-send")
+            .expect("x-ws-proxy-send on a bridge request")
+            .to_owned()
+    }
+
     /// Asserts that, after a short settle time, exactly `n` requests reached `path`.
     pub async fn assert_exactly(&self, path: &str, n: usize) -> Vec<Recorded> {
         let seen = self.wait_for(path, n).await;
