@@ -35,6 +35,13 @@ pub enum UrlError {
     /// No host.
     #[error("has no host")]
     NoHost,
+    /// The path holds an encoded `/`, `\\` or `.`, or a `;` path parameter: many servers
+    /// decode or strip these after routing, so `/ws/..%2fadmin` or `/ws/..;/admin` would reach
+    /// a path outside the one the allowlist admitted.
+    #[error(
+        "has {0} in its path, which many servers turn into a path outside the allowed one; remove it (operator: --allow-encoded-paths admits such paths)"
+    )]
+    AmbiguousPath(&'static str),
 }
 
 /// Parses a backend URL named by a client and checks the properties every backend URL must
@@ -53,13 +60,52 @@ pub fn parse_backend_url(raw: &str) -> Result<Url, UrlError> {
     Ok(url)
 }
 
+/// Refuses paths holding an encoded `/` (`%2F`), `\\` (`%5C`) or `.` (`%2E`), or a `;`
+/// (a path parameter, as in `/ws/..;/admin`, which Java servers strip before routing).
+pub fn check_path(url: &Url) -> Result<(), UrlError> {
+    let path = url.path().as_bytes();
+    if path.contains(&b';') {
+        return Err(UrlError::AmbiguousPath("a `;` path parameter"));
+    }
+    for window in path.windows(3).filter(|w| w[0] == b'%') {
+        let what = match (window[1], window[2].to_ascii_lowercase()) {
+            (b'2', b'f') => "an encoded `/` (%2F)",
+            (b'5', b'c') => "an encoded `\\` (%5C)",
+            (b'2', b'e') => "an encoded `.` (%2E)",
+            _ => continue,
+        };
+        return Err(UrlError::AmbiguousPath(what));
+    }
+    Ok(())
+}
+
+/// A `--host-suffix-allowlist` entry: a domain and the one port it admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostSuffix {
+    /// Lower-case domain without a leading or trailing dot.
+    domain: String,
+    /// The entry's port, or 443: a suffix must not open every TLS service of its hosts.
+    port: u16,
+}
+
+impl std::fmt::Display for HostSuffix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.port == 443 {
+            write!(f, ".{}", self.domain)
+        } else {
+            write!(f, ".{}:{}", self.domain, self.port)
+        }
+    }
+}
+
 /// The operator's allowlist.
 #[derive(Debug, Default)]
 pub struct Allowlist {
     /// Patterns as the operator wrote them, compiled wrapped in `^(?:…)$`.
     patterns: Vec<(String, Regex)>,
-    /// Lower-case domains without a leading dot.
-    host_suffixes: Vec<String>,
+    host_suffixes: Vec<HostSuffix>,
+    /// `--allow-encoded-paths`: admit paths that [`check_path`] refuses.
+    encoded_paths: bool,
 }
 
 impl Allowlist {
@@ -85,7 +131,30 @@ impl Allowlist {
         Ok(Allowlist {
             patterns,
             host_suffixes,
+            encoded_paths: false,
         })
+    }
+
+    /// Admits backend paths with encoded separators or `;` parameters (`--allow-encoded-paths`).
+    pub fn with_encoded_paths(mut self, allowed: bool) -> Self {
+        self.encoded_paths = allowed;
+        self
+    }
+
+    /// Whether `--allow-encoded-paths` is on.
+    pub fn admits_encoded_paths(&self) -> bool {
+        self.encoded_paths
+    }
+
+    /// Parses a client-supplied backend URL and checks what every backend URL must satisfy
+    /// whatever the patterns say (scheme, no user info, an unambiguous path). A URL that
+    /// passes may still be refused by [`Allowlist::allows`].
+    pub fn parse(&self, raw: &str) -> Result<Url, UrlError> {
+        let url = parse_backend_url(raw)?;
+        if !self.encoded_paths {
+            check_path(&url)?;
+        }
+        Ok(url)
     }
 
     /// The patterns as the operator wrote them.
@@ -93,9 +162,9 @@ impl Allowlist {
         self.patterns.iter().map(|(p, _)| p.clone()).collect()
     }
 
-    /// The host suffixes, normalised.
+    /// The host suffixes, normalised (`.domain`, or `.domain:port` for a port other than 443).
     pub fn host_suffixes(&self) -> Vec<String> {
-        self.host_suffixes.clone()
+        self.host_suffixes.iter().map(ToString::to_string).collect()
     }
 
     /// True when no entry is configured: every URL is refused.
@@ -111,7 +180,8 @@ impl Allowlist {
     /// Whether `url` (already parsed by [`parse_backend_url`]) may be used as a backend.
     ///
     /// Patterns match the URL's normalised serialisation as a whole; host suffixes admit https
-    /// URLs whose parsed domain equals the suffix or ends with `.` + suffix.
+    /// URLs whose parsed domain equals the suffix or ends with `.` + suffix, on the entry's
+    /// port (443 unless the entry names one).
     pub fn allows(&self, url: &Url) -> bool {
         let serialised = url.as_str();
         if self.patterns.iter().any(|(_, re)| re.is_match(serialised)) {
@@ -124,11 +194,13 @@ impl Allowlist {
             return false;
         };
         let host = host.trim_end_matches('.');
+        let port = url.port_or_known_default();
         self.host_suffixes.iter().any(|suffix| {
-            host == suffix
-                || host
-                    .strip_suffix(suffix.as_str())
-                    .is_some_and(|rest| rest.ends_with('.'))
+            port == Some(suffix.port)
+                && (host == suffix.domain
+                    || host
+                        .strip_suffix(suffix.domain.as_str())
+                        .is_some_and(|rest| rest.ends_with('.')))
         })
     }
 }
@@ -144,12 +216,22 @@ fn last_line(message: &str) -> String {
         .to_owned()
 }
 
-fn normalise_suffix(raw: &str) -> Result<String, AllowlistError> {
+fn normalise_suffix(raw: &str) -> Result<HostSuffix, AllowlistError> {
     let err = |reason: &str| AllowlistError::Suffix {
         suffix: raw.to_owned(),
         reason: reason.to_owned(),
     };
-    let trimmed = raw.trim().trim_start_matches('.').trim_end_matches('.');
+    let (name, port) = match raw.trim().rsplit_once(':') {
+        Some((name, port)) => (
+            name,
+            port.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| err("the port after `:` must be a number from 1 to 65535"))?,
+        ),
+        None => (raw.trim(), 443),
+    };
+    let trimmed = name.trim_start_matches('.').trim_end_matches('.');
     if trimmed.is_empty() {
         return Err(err("must name a domain, e.g. .example.com"));
     }
@@ -158,7 +240,10 @@ fn normalise_suffix(raw: &str) -> Result<String, AllowlistError> {
         .map_err(|e| err(&format!("not a domain name ({e})")))?;
     match parsed.host() {
         Some(Host::Domain(d)) if d == trimmed.to_ascii_lowercase() || !trimmed.is_ascii() => {
-            Ok(d.to_owned())
+            Ok(HostSuffix {
+                domain: d.to_owned(),
+                port,
+            })
         }
         Some(Host::Domain(_)) => Err(err("not a plain domain name")),
         _ => Err(err("must be a domain name, not an IP address")),
@@ -221,6 +306,51 @@ mod tests {
         // `@` makes everything before it user info, which is refused outright.
         assert!(parse_backend_url("https://api.example.com@evil.net/").is_err());
         assert!(!allows(&a, "https://evil.net\\.example.com/"));
+    }
+
+    #[test]
+    fn host_suffixes_admit_port_443_unless_they_name_a_port() {
+        let a = list(&[], &[".example.com", "api.example.org:8443"]);
+        assert!(allows(&a, "https://x.example.com/"));
+        assert!(allows(&a, "https://x.example.com:443/"));
+        assert!(!allows(&a, "https://x.example.com:8443/"));
+        assert!(!allows(&a, "https://x.example.com:22/"));
+        assert!(allows(&a, "https://api.example.org:8443/"));
+        assert!(!allows(&a, "https://api.example.org/"));
+        assert_eq!(a.host_suffixes(), [".example.com", ".api.example.org:8443"]);
+        assert!(Allowlist::new(&[], &[".example.com:0".into()]).is_err());
+        assert!(Allowlist::new(&[], &[".example.com:https".into()]).is_err());
+    }
+
+    #[test]
+    fn encoded_separators_and_path_parameters_are_refused() {
+        let a = list(&[r"https://api\.example\.com/ws/.*"], &[]);
+        for bad in [
+            "https://api.example.com/ws/..%2fadmin",
+            "https://api.example.com/ws/..%2Fadmin",
+            "https://api.example.com/ws/..%5cadmin",
+            "https://api.example.com/ws/a%2e/admin",
+            "https://api.example.com/ws/..;/admin",
+            "https://api.example.com/ws/x;jsessionid=1",
+        ] {
+            assert!(
+                matches!(a.parse(bad), Err(UrlError::AmbiguousPath(_))),
+                "{bad} must be refused"
+            );
+        }
+        // The query may hold anything; dot segments, encoded or not, are resolved by the
+        // parser, so the allowlist sees where they lead.
+        assert!(a.parse("https://api.example.com/ws/f?next=%2Fa;b").is_ok());
+        for dots in [
+            "https://api.example.com/ws/../admin",
+            "https://api.example.com/ws/%2e%2e/admin",
+        ] {
+            let url = a.parse(dots);
+            assert_eq!(url.as_ref().map(|u| u.path()), Ok("/admin"), "{dots}");
+            assert!(url.is_ok_and(|u| !a.allows(&u)));
+        }
+        let open = list(&[r"https://api\.example\.com/ws/.*"], &[]).with_encoded_paths(true);
+        assert!(open.parse("https://api.example.com/ws/..%2fadmin").is_ok());
     }
 
     #[test]

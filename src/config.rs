@@ -85,6 +85,12 @@ pub struct Cli {
     )]
     pub host_suffix_allowlist: Vec<String>,
 
+    /// Admit backend URLs whose path holds an encoded `/`, `\\` or `.` (`%2F`, `%5C`, `%2E`) or
+    /// a `;` path parameter. Off, such URLs get 400: many servers decode them after routing,
+    /// so `/ws/..%2fadmin` could reach a path outside an allowed prefix. [default: off]
+    #[arg(long, env = "WS_BRIDGE_ALLOW_ENCODED_PATHS")]
+    pub allow_encoded_paths: bool,
+
     /// PEM certificate chain for TLS (leaf first); requires --key. [default: none, plain TCP]
     #[arg(long, env = "WS_BRIDGE_CERT", value_name = "PATH")]
     pub cert: Option<PathBuf>,
@@ -449,7 +455,8 @@ impl TryFrom<Cli> for Config {
     fn try_from(cli: Cli) -> Result<Self, ConfigError> {
         let address = resolve_address(&cli.address)?;
         let base_url = cli.base_url.as_deref().map(parse_base_url).transpose()?;
-        let allowlist = Allowlist::new(&cli.allowlist, &cli.host_suffix_allowlist)?;
+        let allowlist = Allowlist::new(&cli.allowlist, &cli.host_suffix_allowlist)?
+            .with_encoded_paths(cli.allow_encoded_paths);
         let tls = match (cli.cert, cli.key) {
             (Some(cert), Some(key)) => Some(tls::server_config(&cert, &key)?),
             (Some(_), None) => {
@@ -737,6 +744,10 @@ impl Config {
             (
                 "host-suffix-allowlist",
                 list(&self.allowlist.host_suffixes()),
+            ),
+            (
+                "allow-encoded-paths",
+                self.allowlist.admits_encoded_paths().to_string(),
             ),
             (
                 "tls",

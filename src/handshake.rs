@@ -16,7 +16,6 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{Instrument, info, info_span, warn};
 use url::Url;
 
-use crate::allowlist::parse_backend_url;
 use crate::backend::{BackendError, ConnectAnswer};
 use crate::close::Ending;
 use crate::connection::{self, Connection};
@@ -157,7 +156,9 @@ fn role_url(
         })?),
     };
     let parse = |raw: &str, source: String| {
-        parse_backend_url(raw).map_err(|e| bad(format!("{} ({source}) {e}", role.name)))
+        allowlist
+            .parse(raw)
+            .map_err(|e| bad(format!("{} ({source}) {e}", role.name)))
     };
     let query_source = format!("query parameter {}", role.query);
     let header_source = format!("header {}", role.header);

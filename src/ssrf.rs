@@ -12,8 +12,9 @@ use url::{Host, Url};
 /// metadata services live at 169.254.169.254), CGNAT (100.64/10), IETF protocol assignments,
 /// benchmarking, multicast, reserved and broadcast ranges; for IPv6 also unique-local
 /// (fc00::/7, which holds AWS's fd00:ec2::254), link-local, site-local, multicast, discard,
-/// documentation, and IPv4 addresses embedded in IPv4-mapped, IPv4-compatible, NAT64 (64:ff9b::/96)
-/// and 6to4 (2002::/16) addresses.
+/// documentation, Teredo (2001::/32) and local-use NAT64 (64:ff9b:1::/48), whose IPv4 side
+/// the bridge cannot see, and IPv4 addresses embedded in IPv4-mapped, IPv4-compatible, NAT64
+/// (64:ff9b::/96) and 6to4 (2002::/16) addresses.
 pub fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_forbidden_v4(v4),
@@ -50,6 +51,8 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
         || (first & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
         || (first == 0x0100 && ip.segments()[1..4] == [0, 0, 0]) // discard 100::/64
         || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation 2001:db8::/32
+        || (first == 0x2001 && ip.segments()[1] == 0) // Teredo 2001::/32 (tunnels to any IPv4)
+        || (first == 0x0064 && ip.segments()[1] == 0xff9b && ip.segments()[2] == 1) // local-use NAT64 64:ff9b:1::/48
 }
 
 /// The IPv4 address carried inside an IPv6 address, for the forms that route to IPv4.
@@ -165,6 +168,9 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "2001:db8::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::1",
         ] {
             assert!(forbidden(ip), "{ip} must be forbidden");
         }
@@ -181,6 +187,8 @@ mod tests {
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "2001:4860:4860::8888",
+            "2001:1::1",
         ] {
             assert!(!forbidden(ip), "{ip} must be allowed");
         }
