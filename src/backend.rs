@@ -404,10 +404,12 @@ impl BackendClient {
                 Err(e) => (e, None),
             };
             retry += 1;
+            // A backend's Retry-After may name any delay (even u64::MAX seconds): a wait that
+            // would end beyond the retry budget means giving up now, computed without overflow.
             let wait = wait.unwrap_or_else(|| policy.backoff(retry));
             if !error.is_transient()
                 || retry > policy.retries
-                || started.elapsed() + wait > policy.budget
+                || started.elapsed().saturating_add(wait) > policy.budget
             {
                 self.settings.metrics.backend_failure(what, error.kind());
                 if error.is_transient() && policy.retries > 0 {
@@ -634,6 +636,10 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after(Some(&v("soon"))), None);
+        assert_eq!(
+            retry_after(Some(&v("18446744073709551615"))),
+            Some(Duration::from_secs(u64::MAX))
+        );
         assert_eq!(retry_after(None), None);
     }
 

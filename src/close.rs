@@ -54,8 +54,10 @@ pub enum Cause {
     IdleTimeout,
     /// The connection reached `--max-connection-lifetime`.
     Lifetime,
-    /// The client sent more than `--max-messages-per-second`.
+    /// The client sent more than `--max-messages-per-second` (`--rate-limit-action close`).
     RateLimited,
+    /// A fault inside the bridge (a connection task panicked); reported, never expected.
+    InternalError,
 }
 
 impl Cause {
@@ -73,6 +75,7 @@ impl Cause {
             Cause::IdleTimeout => "idle-timeout",
             Cause::Lifetime => "lifetime",
             Cause::RateLimited => "rate-limited",
+            Cause::InternalError => "internal-error",
         }
     }
 }
@@ -101,6 +104,22 @@ impl Ending {
         }
     }
 
+    /// The bridge closes the connection with 1001 (going away): shutdown, idle timeout,
+    /// lifetime.
+    pub fn away(cause: Cause, reason: &str) -> Self {
+        Ending::new(Initiator::Bridge, cause, CloseCode::Away, reason)
+    }
+
+    /// A fault inside the bridge ended the connection: 1011.
+    pub fn internal_error() -> Self {
+        Ending::new(
+            Initiator::Bridge,
+            Cause::InternalError,
+            CloseCode::Error,
+            "internal error",
+        )
+    }
+
     /// The client sent a Close frame.
     pub fn client_close(code: Option<CloseCode>, reason: &str) -> Self {
         Ending {
@@ -127,9 +146,9 @@ impl Ending {
     }
 
     /// Whether client messages read before the ending are still posted to the backend. They
-    /// are, unless the backend is what failed.
+    /// are, unless the backend is what failed or the bridge's own state is in doubt.
     pub fn delivers_pending(&self) -> bool {
-        self.cause != Cause::BackendError
+        !matches!(self.cause, Cause::BackendError | Cause::InternalError)
     }
 
     /// The close code as a number, if any.

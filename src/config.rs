@@ -197,8 +197,9 @@ pub struct Cli {
     )]
     pub max_connections_per_ip: usize,
 
-    /// Messages per second one client may send (token bucket holding one second's worth);
-    /// excess closes the connection with 1008. 0 turns the limit off. [default: 1000]
+    /// Messages per second one client may send on average (token bucket holding one second's
+    /// worth); what happens beyond it is --rate-limit-action. 0 turns the limit off.
+    /// [default: 1000]
     #[arg(
         long,
         env = "WS_BRIDGE_MAX_MESSAGES_PER_SECOND",
@@ -206,6 +207,17 @@ pub struct Cli {
         value_name = "RATE"
     )]
     pub max_messages_per_second: u32,
+
+    /// What a client over --max-messages-per-second gets: `slow` stops reading its socket
+    /// until its rate allows (TCP pushes back; every message is still forwarded), `close`
+    /// closes it with 1008. [default: slow]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_RATE_LIMIT_ACTION",
+        value_enum,
+        default_value_t = RateLimitAction::Slow
+    )]
+    pub rate_limit_action: RateLimitAction,
 
     /// Time a client may take to accept one message written to it before it is closed as too
     /// slow. [default: 30s]
@@ -292,6 +304,26 @@ pub struct Cli {
     /// before the process exits. [default: 30s]
     #[arg(long, env = "WS_BRIDGE_SHUTDOWN_GRACE", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+/// What happens to a client over `--max-messages-per-second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RateLimitAction {
+    /// Stop reading the client's socket until its rate allows: TCP pushes back, nothing is
+    /// lost.
+    Slow,
+    /// Close the connection with 1008 (policy violation).
+    Close,
+}
+
+impl RateLimitAction {
+    /// The flag value, for logs and `--check-config`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimitAction::Slow => "slow",
+            RateLimitAction::Close => "close",
+        }
+    }
 }
 
 /// Log output format.
@@ -386,6 +418,8 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Messages per second per client (0: no limit).
     pub max_messages_per_second: u32,
+    /// What a client over its rate gets.
+    pub rate_limit_action: RateLimitAction,
     /// Time allowed for one write to a client.
     pub client_write_timeout: Duration,
     /// Signs backend requests, when secrets are configured.
@@ -433,6 +467,7 @@ impl std::fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_messages_per_second", &self.max_messages_per_second)
+            .field("rate_limit_action", &self.rate_limit_action)
             .field("client_write_timeout", &self.client_write_timeout)
             .field("signer", &self.signer)
             .field("deny_private_networks", &self.deny_private_networks)
@@ -595,6 +630,7 @@ impl TryFrom<Cli> for Config {
             max_connections: cli.max_connections,
             max_connections_per_ip: cli.max_connections_per_ip,
             max_messages_per_second: cli.max_messages_per_second,
+            rate_limit_action: cli.rate_limit_action,
             client_write_timeout: cli.client_write_timeout,
             signer,
             deny_private_networks: cli.deny_private_networks,
@@ -783,6 +819,7 @@ impl Config {
                 "max-messages-per-second",
                 self.max_messages_per_second.to_string(),
             ),
+            ("rate-limit-action", self.rate_limit_action.as_str().into()),
             ("client-write-timeout", d(self.client_write_timeout)),
             (
                 "signing-secret",

@@ -1,37 +1,47 @@
 //! One task per WebSocket connection.
 //!
-//! The task owns the client socket and runs a single `select!` over: client messages (read
-//! ahead at most `--read-ahead-messages` messages or `--read-ahead-bytes` bytes while a frame
-//! POST is in flight, then TCP backpressure; at most `--max-messages-per-second`), the one frame POST in flight (message N+1 is
-//! posted only after message N succeeded), the bounded outbound queue fed by the callback API,
-//! and the shutdown token. When the loop ends it closes the client, removes the registry entry
-//! (callbacks answer 404 from then on), posts what was read but not yet posted (unless the
-//! backend is what failed), and sends exactly one disconnect POST.
+//! The task owns the client socket. Its loop waits for one event at a time (client message,
+//! the frame POST in flight finishing, an item of the bounded outbound queue fed by the
+//! callback API, the ping timer, the lifetime, the end of a rate-limit pause, shutdown) and
+//! hands it to one method. Client messages are read ahead at most `--read-ahead-messages`
+//! messages or `--read-ahead-bytes` bytes while a frame POST is in flight, then the socket is
+//! not read (TCP backpressure); a client over `--max-messages-per-second` is paused the same
+//! way (or closed with 1008 under `--rate-limit-action close`). Message N+1 is posted only
+//! after message N succeeded.
+//!
+//! When the loop ends the task closes the client, removes the registry entry (callbacks answer
+//! 404 from then on), posts what was read but not yet posted (unless the backend is what
+//! failed), and sends exactly one disconnect POST. A panic in the loop is caught and ends the
+//! connection with 1011 like any other ending; should the closing itself fail, drop guards
+//! still send the disconnect POST and fix the counters.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use reqwest::header::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backend::{BackendClient, BackendError, BackendTarget};
 use crate::close::{Cause, Ending, Initiator};
+use crate::config::RateLimitAction;
 use crate::limits::{ConnectionSlot, TokenBucket, worth_logging};
 use crate::metrics::Metrics;
 use crate::payload::Payload;
-use crate::registry::{ConnectionId, ConnectionStats, Outbound, Registration};
+use crate::registry::{ConnectionStats, Outbound, Registration};
 use crate::server::Shared;
 
 /// Time given to the WebSocket closing handshake before the socket is dropped.
@@ -41,7 +51,6 @@ type FramePost = Pin<Box<dyn Future<Output = Result<Option<Payload>, BackendErro
 
 /// Everything a connection task needs besides the socket.
 pub(crate) struct Connection {
-    pub(crate) id: ConnectionId,
     pub(crate) frame_url: Arc<BackendTarget>,
     pub(crate) disconnect_url: Option<BackendTarget>,
     /// The callback URL as a header value, built once.
@@ -56,215 +65,466 @@ pub(crate) struct Connection {
     pub(crate) slot: ConnectionSlot,
 }
 
-/// Runs a connection to its end, disconnect POST included.
-pub(crate) async fn run<S>(mut ws: WebSocketStream<S>, conn: Connection, shared: Arc<Shared>)
+/// Runs a connection to its end, disconnect POST included, whatever happens inside.
+pub(crate) async fn run<S>(ws: WebSocketStream<S>, conn: Connection, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Connection {
-        id,
-        frame_url,
-        disconnect_url,
-        callback,
-        registration,
-        mut outbound,
-        stats,
-        first_message,
-        slot,
-    } = conn;
-    let backend = shared.backend.clone();
-    let read_ahead_messages = shared.config.read_ahead_messages;
-    let read_ahead_bytes = shared.config.read_ahead_bytes;
-    let mut rate_limit = (shared.config.max_messages_per_second > 0)
-        .then(|| TokenBucket::new(shared.config.max_messages_per_second));
-    let write_timeout = shared.config.client_write_timeout;
-    let shutdown = shared.shutdown.clone();
-    let idle_timeout = shared.config.idle_timeout;
-    let mut ping_timer = tokio::time::interval_at(
-        Instant::now() + shared.config.ping_interval,
-        shared.config.ping_interval,
-    );
-    ping_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let lifetime = shared.config.max_connection_lifetime;
-    let lifetime_end = tokio::time::sleep(lifetime.unwrap_or(Duration::from_secs(86_400 * 365)));
-    tokio::pin!(lifetime_end);
-    let mut last_seen = Instant::now();
-    let metrics = Arc::clone(&shared.metrics);
-    metrics.opened.inc();
-    metrics.open.inc();
-
-    let mut pending: VecDeque<Payload> = VecDeque::new();
-    let mut pending_bytes = 0usize;
-    let mut in_flight: Option<FramePost> = None;
-    let mut seq = 0u64;
-
-    let mut ending = None;
-    if let Some(payload) = first_message
-        && let Err(e) = write(&mut ws, payload, write_timeout, &stats, &metrics).await
-    {
-        ending = Some(e);
-    }
-
-    let ending = if let Some(ending) = ending {
-        ending
-    } else {
-        loop {
-            if in_flight.is_none()
-                && let Some(payload) = pending.pop_front()
-            {
-                pending_bytes -= payload.len();
-                in_flight = Some(post_frame(&backend, &frame_url, &callback, seq, payload));
-                seq += 1;
-            }
-            let may_read = pending.len() < read_ahead_messages && pending_bytes < read_ahead_bytes;
-
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => {
-                    break Ending::new(Initiator::Bridge, Cause::Shutdown, CloseCode::Away, "server shutting down");
-                }
-                () = &mut lifetime_end, if lifetime.is_some() => {
-                    break Ending::new(Initiator::Bridge, Cause::Lifetime, CloseCode::Away, "maximum connection lifetime reached");
-                }
-                _ = ping_timer.tick() => {
-                    if last_seen.elapsed() >= idle_timeout {
-                        break Ending::new(Initiator::Bridge, Cause::IdleTimeout, CloseCode::Away, "idle timeout");
-                    }
-                    if let Err(ending) = send_within(&mut ws, Message::Ping(bytes::Bytes::new()), write_timeout).await {
-                        break ending;
-                    }
-                }
-                command = outbound.recv() => match command {
-                    Some(item) => {
-                        if let Err(ending) = deliver(&mut ws, item, write_timeout, &stats, &metrics).await {
-                            break ending;
-                        }
-                    }
-                    // The registration holds a sender until this task drops it.
-                    None => break Ending::client_gone("outbound queue closed"),
-                },
-                result = poll_in_flight(&mut in_flight) => {
-                    in_flight = None;
-                    match result {
-                        Ok(None) => {}
-                        Ok(Some(reply)) => {
-                            // Callback messages accepted before the backend answered go first.
-                            let mut failed = None;
-                            while let Ok(item) = outbound.try_recv() {
-                                if let Err(ending) = deliver(&mut ws, item, write_timeout, &stats, &metrics).await {
-                                    failed = Some(ending);
-                                    break;
-                                }
-                            }
-                            if let Some(ending) = failed {
-                                break ending;
-                            }
-                            if let Err(ending) = write(&mut ws, reply, write_timeout, &stats, &metrics).await {
-                                break ending;
-                            }
-                        }
-                        Err(e) => {
-                            warn!(seq = seq - 1, error = %e.detail(), "frame POST failed");
-                            break Ending::new(Initiator::Bridge, Cause::BackendError, CloseCode::Error, &e.to_string());
-                        }
-                    }
-                }
-                message = ws.next(), if may_read => match read_outcome(message) {
-                    Read::Message(payload) => {
-                        if let Some(bucket) = rate_limit.as_mut()
-                            && !bucket.take()
-                        {
-                            let total = shared.limits.rate_limited.fetch_add(1, Ordering::Relaxed) + 1;
-                            if worth_logging(total) {
-                                warn!(rate_limited_total = total, "client exceeded --max-messages-per-second");
-                            }
-                            break Ending::new(Initiator::Bridge, Cause::RateLimited, CloseCode::Policy, "message rate limit exceeded");
-                        }
-                        last_seen = Instant::now();
-                        stats.record_in(payload.len());
-                        metrics.messages_in.inc();
-                        metrics.bytes_in.inc_by(payload.len() as u64);
-                        pending_bytes += payload.len();
-                        pending.push_back(payload);
-                    }
-                    Read::Control => {
-                        last_seen = Instant::now();
-                        stats.touch();
-                    }
-                    Read::End(ending) => break ending,
-                },
-            }
+    let mut task = Task::new(ws, conn, shared);
+    let ending = match AssertUnwindSafe(task.serve()).catch_unwind().await {
+        Ok(ending) => ending,
+        Err(panic) => {
+            error!(
+                panic = panic_message(panic.as_ref()),
+                "connection task panicked; closing the connection"
+            );
+            Ending::internal_error()
         }
     };
+    task.finish(ending).await;
+}
 
-    // From here on the callback URL answers 404.
-    drop(registration);
-    outbound.close();
-    let undelivered = std::iter::from_fn(|| outbound.try_recv().ok())
-        .filter(|o| !matches!(o, Outbound::Close { .. }))
-        .count();
+/// The text of a caught panic, for the log.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
 
-    close_client(&mut ws, &ending).await;
-    drop(ws);
+/// A client over its message rate: how it is held back.
+struct RateLimit {
+    bucket: TokenBucket,
+    action: RateLimitAction,
+}
 
-    let mut unposted = 0usize;
-    if ending.delivers_pending() {
-        if let Some(post) = in_flight.take() {
-            if let Err(e) = post.await {
-                warn!(error = %e.detail(), "frame POST failed while closing");
-                unposted = pending.len();
-                pending.clear();
-            }
+/// What woke the connection's loop.
+enum Event {
+    Shutdown,
+    Lifetime,
+    Ping,
+    PauseOver,
+    Outbound(Option<Outbound>),
+    Posted(Result<Option<Payload>, BackendError>),
+    Client(Option<Result<Message, WsError>>),
+}
+
+/// A connection task's state.
+struct Task<S> {
+    ws: WebSocketStream<S>,
+    shared: Arc<Shared>,
+    backend: BackendClient,
+    metrics: Arc<Metrics>,
+    frame_url: Arc<BackendTarget>,
+    callback: HeaderValue,
+    /// Dropped when the loop ends: callbacks answer 404 from then on.
+    registration: Option<Registration>,
+    outbound: mpsc::Receiver<Outbound>,
+    stats: Arc<ConnectionStats>,
+    first_message: Option<Payload>,
+    /// The disconnect POST this connection owes, sent once by [`Task::finish`] or, failing
+    /// that, by the guard's `Drop`.
+    disconnect: DisconnectOwed,
+    /// Keeps the open-connections gauge and the connection slot until the task is gone.
+    _open: OpenConnection,
+    /// Client messages read and not yet posted, oldest first.
+    pending: VecDeque<Payload>,
+    pending_bytes: usize,
+    in_flight: Option<FramePost>,
+    /// The seq of the next frame POST.
+    seq: u64,
+    rate: Option<RateLimit>,
+    /// While set, the client is over its rate and its socket is not read.
+    paused_until: Option<Instant>,
+    last_seen: Instant,
+    ping: Interval,
+    lifetime: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> Task<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn new(ws: WebSocketStream<S>, conn: Connection, shared: Arc<Shared>) -> Self {
+        let config = &shared.config;
+        let backend = shared.backend.clone();
+        let metrics = Arc::clone(&shared.metrics);
+        metrics.opened.inc();
+        metrics.open.inc();
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let rate = (config.max_messages_per_second > 0).then(|| RateLimit {
+            bucket: TokenBucket::new(config.max_messages_per_second),
+            action: config.rate_limit_action,
+        });
+        let lifetime = config
+            .max_connection_lifetime
+            .map(|d| Box::pin(tokio::time::sleep(d)));
+        Task {
+            ws,
+            disconnect: DisconnectOwed(conn.disconnect_url.map(|target| DisconnectNotice {
+                backend: backend.clone(),
+                target,
+                callback: conn.callback.clone(),
+            })),
+            _open: OpenConnection {
+                metrics: Arc::clone(&metrics),
+                _slot: conn.slot,
+            },
+            backend,
+            metrics,
+            frame_url: conn.frame_url,
+            callback: conn.callback,
+            registration: Some(conn.registration),
+            outbound: conn.outbound,
+            stats: conn.stats,
+            first_message: conn.first_message,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            in_flight: None,
+            seq: 0,
+            rate,
+            paused_until: None,
+            last_seen: Instant::now(),
+            ping,
+            lifetime,
+            shared,
         }
-        for payload in pending.drain(..) {
-            if let Err(e) = backend
-                .post_frame(&frame_url, &callback, seq, &payload)
-                .await
-            {
-                warn!(seq, error = %e.detail(), "frame POST failed while closing");
-                unposted += 1;
-                break;
-            }
-            seq += 1;
-        }
-        unposted += pending.len();
-    } else {
-        unposted = pending.len();
     }
 
-    if let Some(url) = &disconnect_url {
-        if let Err(e) = backend.post_disconnect(url, &callback, &ending).await {
+    /// Serves the connection until something ends it.
+    async fn serve(&mut self) -> Ending {
+        if let Some(payload) = self.first_message.take()
+            && let Err(ending) = self.write(payload).await
+        {
+            return ending;
+        }
+        loop {
+            self.start_next_post();
+            let step = match self.next_event().await {
+                Event::Shutdown => Err(Ending::away(Cause::Shutdown, "server shutting down")),
+                Event::Lifetime => Err(Ending::away(
+                    Cause::Lifetime,
+                    "maximum connection lifetime reached",
+                )),
+                Event::Ping => self.on_ping().await,
+                Event::PauseOver => {
+                    self.paused_until = None;
+                    Ok(())
+                }
+                Event::Outbound(item) => self.on_outbound(item).await,
+                Event::Posted(result) => self.on_posted(result).await,
+                Event::Client(message) => self.on_client(message),
+            };
+            if let Err(ending) = step {
+                return ending;
+            }
+        }
+    }
+
+    /// Posts the oldest pending message when no POST is in flight.
+    fn start_next_post(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        if let Some(payload) = self.pending.pop_front() {
+            self.pending_bytes -= payload.len();
+            let backend = self.backend.clone();
+            let url = Arc::clone(&self.frame_url);
+            let callback = self.callback.clone();
+            let seq = self.seq;
+            self.in_flight = Some(Box::pin(async move {
+                backend.post_frame(&url, &callback, seq, &payload).await
+            }));
+            self.seq += 1;
+        }
+    }
+
+    async fn next_event(&mut self) -> Event {
+        let config = &self.shared.config;
+        let may_read = self.paused_until.is_none()
+            && self.pending.len() < config.read_ahead_messages
+            && self.pending_bytes < config.read_ahead_bytes;
+        let paused_until = self.paused_until;
+        tokio::select! {
+            biased;
+            () = self.shared.shutdown.cancelled() => Event::Shutdown,
+            () = wait_for(self.lifetime.as_mut()) => Event::Lifetime,
+            _ = self.ping.tick() => Event::Ping,
+            item = self.outbound.recv() => Event::Outbound(item),
+            result = poll_in_flight(&mut self.in_flight) => Event::Posted(result),
+            () = sleep_until(paused_until) => Event::PauseOver,
+            message = self.ws.next(), if may_read => Event::Client(message),
+        }
+    }
+
+    async fn on_ping(&mut self) -> Result<(), Ending> {
+        if self.last_seen.elapsed() >= self.shared.config.idle_timeout {
+            return Err(Ending::away(Cause::IdleTimeout, "idle timeout"));
+        }
+        self.send(Message::Ping(bytes::Bytes::new())).await
+    }
+
+    async fn on_outbound(&mut self, item: Option<Outbound>) -> Result<(), Ending> {
+        match item {
+            Some(item) => self.deliver(item).await,
+            // The registration holds a sender until this task drops it.
+            None => Err(Ending::client_gone("outbound queue closed")),
+        }
+    }
+
+    async fn on_posted(
+        &mut self,
+        result: Result<Option<Payload>, BackendError>,
+    ) -> Result<(), Ending> {
+        self.in_flight = None;
+        match result {
+            Ok(None) => Ok(()),
+            Ok(Some(reply)) => {
+                // Callback messages accepted before the backend answered go first.
+                while let Ok(item) = self.outbound.try_recv() {
+                    self.deliver(item).await?;
+                }
+                self.write(reply).await
+            }
+            Err(e) => {
+                warn!(seq = self.seq - 1, error = %e.detail(), "frame POST failed");
+                Err(Ending::new(
+                    Initiator::Bridge,
+                    Cause::BackendError,
+                    CloseCode::Error,
+                    &e.to_string(),
+                ))
+            }
+        }
+    }
+
+    fn on_client(&mut self, message: Option<Result<Message, WsError>>) -> Result<(), Ending> {
+        match read_outcome(message) {
+            Read::Message(payload) => {
+                self.admit_rate()?;
+                self.last_seen = Instant::now();
+                self.stats.record_in(payload.len());
+                self.metrics.messages_in.inc();
+                self.metrics.bytes_in.inc_by(payload.len() as u64);
+                self.pending_bytes += payload.len();
+                self.pending.push_back(payload);
+                Ok(())
+            }
+            Read::Control => {
+                self.last_seen = Instant::now();
+                self.stats.touch();
+                Ok(())
+            }
+            Read::End(ending) => Err(ending),
+        }
+    }
+
+    /// Charges one message to the client's rate: over it, the socket is not read until the
+    /// rate allows again (or, with `--rate-limit-action close`, the connection ends with 1008).
+    fn admit_rate(&mut self) -> Result<(), Ending> {
+        let Some(rate) = self.rate.as_mut() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let over = match rate.action {
+            RateLimitAction::Slow => match rate.bucket.take_or_wait(now.into_std()) {
+                None => false,
+                Some(wait) => {
+                    self.paused_until = Some(now + wait);
+                    true
+                }
+            },
+            RateLimitAction::Close => !rate.bucket.take_at(now.into_std()),
+        };
+        if !over {
+            return Ok(());
+        }
+        let total = self
+            .shared
+            .limits
+            .rate_limited
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        self.metrics.rate_limited.inc();
+        if worth_logging(total) {
+            let action = rate.action.as_str();
+            warn!(
+                rate_limited_total = total,
+                action, "client exceeded --max-messages-per-second"
+            );
+        }
+        match rate.action {
+            RateLimitAction::Slow => Ok(()),
+            RateLimitAction::Close => Err(Ending::new(
+                Initiator::Bridge,
+                Cause::RateLimited,
+                CloseCode::Policy,
+                "message rate limit exceeded",
+            )),
+        }
+    }
+
+    /// Carries out one item of the outbound queue: writes a message, or ends the connection on
+    /// a close request.
+    async fn deliver(&mut self, item: Outbound) -> Result<(), Ending> {
+        match item {
+            Outbound::Message(payload) => {
+                self.stats
+                    .queued_bytes
+                    .fetch_sub(payload.len(), Ordering::AcqRel);
+                self.write(payload).await
+            }
+            Outbound::Close { code, reason } => Err(Ending::new(
+                Initiator::Backend,
+                Cause::BackendClose,
+                code,
+                &reason,
+            )),
+        }
+    }
+
+    /// Writes one message to the client within the write timeout.
+    async fn write(&mut self, payload: Payload) -> Result<(), Ending> {
+        let len = payload.len();
+        let message = match payload {
+            Payload::Text(text) => Message::Text(text),
+            Payload::Binary(bytes) => Message::Binary(bytes),
+        };
+        self.send(message).await?;
+        self.stats.record_out(len);
+        self.metrics.messages_out.inc();
+        self.metrics.bytes_out.inc_by(len as u64);
+        Ok(())
+    }
+
+    /// Sends one frame to the client within the write timeout; a client that does not take it
+    /// in time is dropped as too slow.
+    async fn send(&mut self, message: Message) -> Result<(), Ending> {
+        let timeout = self.shared.config.client_write_timeout;
+        match tokio::time::timeout(timeout, self.ws.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Ending::client_gone(&format!("write failed: {e}"))),
+            Err(_) => Err(Ending::new(
+                Initiator::Bridge,
+                Cause::ClientTooSlow,
+                CloseCode::Policy,
+                "client did not read its messages in time",
+            )),
+        }
+    }
+
+    /// Closes the client, posts what is still owed to the backend, sends the disconnect POST
+    /// and logs the ending.
+    async fn finish(mut self, ending: Ending) {
+        self.metrics.closed(ending.cause);
+        // From here on the callback URL answers 404.
+        drop(self.registration.take());
+        self.outbound.close();
+        let undelivered = std::iter::from_fn(|| self.outbound.try_recv().ok())
+            .filter(|o| !matches!(o, Outbound::Close { .. }))
+            .count();
+        close_client(&mut self.ws, &ending).await;
+        let unposted = self.post_pending(&ending).await;
+        self.disconnect.send(&ending).await;
+        let stats = &self.stats;
+        info!(
+            %ending,
+            messages_in = stats.messages_in.load(Ordering::Relaxed),
+            bytes_in = stats.bytes_in.load(Ordering::Relaxed),
+            messages_out = stats.messages_out.load(Ordering::Relaxed),
+            bytes_out = stats.bytes_out.load(Ordering::Relaxed),
+            unposted,
+            undelivered,
+            "connection closed"
+        );
+    }
+
+    /// Posts the messages read before the ending, in order, unless the ending says not to.
+    /// Returns how many could not be posted.
+    async fn post_pending(&mut self, ending: &Ending) -> usize {
+        if !ending.delivers_pending() {
+            self.in_flight = None;
+            return self.pending.len();
+        }
+        if let Some(post) = self.in_flight.take()
+            && let Err(e) = post.await
+        {
+            warn!(error = %e.detail(), "frame POST failed while closing");
+            return self.pending.len();
+        }
+        while let Some(payload) = self.pending.pop_front() {
+            let posted = self
+                .backend
+                .post_frame(&self.frame_url, &self.callback, self.seq, &payload)
+                .await;
+            if let Err(e) = posted {
+                warn!(seq = self.seq, error = %e.detail(), "frame POST failed while closing");
+                return self.pending.len() + 1;
+            }
+            self.seq += 1;
+        }
+        0
+    }
+}
+
+/// The disconnect POST a connection owes its backend.
+struct DisconnectNotice {
+    backend: BackendClient,
+    target: BackendTarget,
+    callback: HeaderValue,
+}
+
+impl DisconnectNotice {
+    async fn send(self, ending: &Ending) {
+        if let Err(e) = self
+            .backend
+            .post_disconnect(&self.target, &self.callback, ending)
+            .await
+        {
             warn!(error = %e.detail(), "disconnect POST failed");
         }
     }
-
-    info!(
-        %ending,
-        messages_in = stats.messages_in.load(Ordering::Relaxed),
-        bytes_in = stats.bytes_in.load(Ordering::Relaxed),
-        messages_out = stats.messages_out.load(Ordering::Relaxed),
-        bytes_out = stats.bytes_out.load(Ordering::Relaxed),
-        unposted,
-        undelivered,
-        "connection closed"
-    );
-    metrics.open.dec();
-    metrics.closed(ending.cause);
-    drop(slot);
-    debug!(conn.id = %id, "connection task finished");
 }
 
-fn post_frame(
-    backend: &BackendClient,
-    url: &Arc<BackendTarget>,
-    callback: &HeaderValue,
-    seq: u64,
-    payload: Payload,
-) -> FramePost {
-    let backend = backend.clone();
-    let url = Arc::clone(url);
-    let callback = callback.clone();
-    Box::pin(async move { backend.post_frame(&url, &callback, seq, &payload).await })
+/// Sends the owed disconnect POST exactly once: through [`DisconnectOwed::send`], or, if the
+/// task is dropped before that (a panic while closing), from its `Drop`, as an internal error.
+struct DisconnectOwed(Option<DisconnectNotice>);
+
+impl DisconnectOwed {
+    async fn send(&mut self, ending: &Ending) {
+        // Taken before sending: a panic inside the POST must not lead to a second one.
+        if let Some(notice) = self.0.take() {
+            notice.send(ending).await;
+        }
+    }
+}
+
+impl Drop for DisconnectOwed {
+    fn drop(&mut self) {
+        let Some(notice) = self.0.take() else {
+            return;
+        };
+        error!("connection task ended without its disconnect POST; sending it now");
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { notice.send(&Ending::internal_error()).await });
+        }
+    }
+}
+
+/// One open connection in the gauge and the connection limits, for as long as its task lives.
+struct OpenConnection {
+    metrics: Arc<Metrics>,
+    _slot: ConnectionSlot,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics.open.dec();
+        debug!("connection task finished");
+    }
 }
 
 /// Waits for the frame POST in flight, or forever when there is none.
@@ -273,6 +533,22 @@ async fn poll_in_flight(
 ) -> Result<Option<Payload>, BackendError> {
     match in_flight {
         Some(post) => post.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a timer, or forever when there is none.
+async fn wait_for(timer: Option<&mut Pin<Box<Sleep>>>) {
+    match timer {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
@@ -324,79 +600,6 @@ fn read_outcome(message: Option<Result<Message, WsError>>) -> Read {
     }
 }
 
-/// Writes one message to the client within the write timeout.
-async fn write<S>(
-    ws: &mut WebSocketStream<S>,
-    payload: Payload,
-    timeout: Duration,
-    stats: &ConnectionStats,
-    metrics: &Metrics,
-) -> Result<(), Ending>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let len = payload.len();
-    let message = match payload {
-        Payload::Text(text) => Message::Text(text),
-        Payload::Binary(bytes) => Message::Binary(bytes),
-    };
-    send_within(ws, message, timeout).await?;
-    stats.record_out(len);
-    metrics.messages_out.inc();
-    metrics.bytes_out.inc_by(len as u64);
-    Ok(())
-}
-
-/// Sends one frame to the client within the write timeout; a client that does not take it in
-/// time is dropped as too slow.
-async fn send_within<S>(
-    ws: &mut WebSocketStream<S>,
-    message: Message,
-    timeout: Duration,
-) -> Result<(), Ending>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(timeout, ws.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Ending::client_gone(&format!("write failed: {e}"))),
-        Err(_) => Err(Ending::new(
-            Initiator::Bridge,
-            Cause::ClientTooSlow,
-            CloseCode::Policy,
-            "client did not read its messages in time",
-        )),
-    }
-}
-
-/// Carries out one item of the outbound queue: writes a message, or ends the connection on a
-/// close request.
-async fn deliver<S>(
-    ws: &mut WebSocketStream<S>,
-    item: Outbound,
-    timeout: Duration,
-    stats: &ConnectionStats,
-    metrics: &Metrics,
-) -> Result<(), Ending>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match item {
-        Outbound::Message(payload) => {
-            stats
-                .queued_bytes
-                .fetch_sub(payload.len(), Ordering::AcqRel);
-            write(ws, payload, timeout, stats, metrics).await
-        }
-        Outbound::Close { code, reason } => Err(Ending::new(
-            Initiator::Backend,
-            Cause::BackendClose,
-            code,
-            &reason,
-        )),
-    }
-}
-
 /// Ends the WebSocket: sends the bridge's or backend's Close frame and waits (bounded) for the
 /// client's answer, or completes the handshake the client started.
 async fn close_client<S>(ws: &mut WebSocketStream<S>, ending: &Ending)
@@ -428,5 +631,95 @@ where
         .is_err()
     {
         debug!("closing handshake timed out");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendSettings, RetryPolicy};
+
+    /// A backend on 127.0.0.1:0 that forwards the close cause of every POST it gets.
+    async fn cause_recorder() -> (url::Url, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let tx = tx.clone();
+            async move {
+                let cause = headers
+                    .get("x-ws-proxy-close-cause")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send(cause);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = url::Url::parse(&format!("http://{addr}/disconnect"))
+            .unwrap_or_else(|e| panic!("url: {e}"));
+        (url, rx)
+    }
+
+    fn client() -> BackendClient {
+        BackendClient::new(BackendSettings {
+            timeout: Duration::from_secs(5),
+            max_reply_size: 1024,
+            max_connections_per_host: 4,
+            retry: RetryPolicy {
+                retries: 0,
+                budget: Duration::ZERO,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(1),
+            },
+            extra_roots: Vec::new(),
+            signer: None,
+            deny_private_networks: false,
+            metrics: Arc::new(Metrics::new()),
+        })
+        .unwrap_or_else(|e| panic!("client: {e}"))
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_still_sends_exactly_one_disconnect_post() {
+        let (url, mut causes) = cause_recorder().await;
+        let backend = client();
+        let owed = DisconnectOwed(Some(DisconnectNotice {
+            target: backend.target(url),
+            backend,
+            callback: HeaderValue::from_static("http://bridge.test/x"),
+        }));
+        let task = tokio::spawn(async move {
+            let _owed = owed;
+            panic!("a bug in the connection task");
+        });
+        assert!(task.await.is_err_and(|e| e.is_panic()));
+        let cause = tokio::time::timeout(Duration::from_secs(10), causes.recv()).await;
+        assert_eq!(cause.ok().flatten().as_deref(), Some("internal-error"));
+        // Exactly one: nothing else arrives.
+        let more = tokio::time::timeout(Duration::from_millis(200), causes.recv()).await;
+        assert!(more.is_err(), "a second disconnect POST arrived");
+    }
+
+    #[tokio::test]
+    async fn a_sent_notice_is_not_sent_again_on_drop() {
+        let (url, mut causes) = cause_recorder().await;
+        let backend = client();
+        let mut owed = DisconnectOwed(Some(DisconnectNotice {
+            target: backend.target(url),
+            backend,
+            callback: HeaderValue::from_static("http://bridge.test/x"),
+        }));
+        owed.send(&Ending::client_gone("test")).await;
+        drop(owed);
+        let cause = tokio::time::timeout(Duration::from_secs(10), causes.recv()).await;
+        assert_eq!(cause.ok().flatten().as_deref(), Some("client-gone"));
+        let more = tokio::time::timeout(Duration::from_millis(200), causes.recv()).await;
+        assert!(more.is_err(), "a second disconnect POST arrived");
     }
 }

@@ -418,7 +418,6 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
     };
     let registration = shared.registry.register(id, handle);
     let connection = Connection {
-        id,
         frame_url: Arc::new(shared.backend.target(urls.frame)),
         disconnect_url: urls.disconnect.map(|u| shared.backend.target(u)),
         callback,

@@ -155,15 +155,28 @@ impl TokenBucket {
 
     /// Takes one token if there is one at time `now`.
     pub fn take_at(&mut self, now: Instant) -> bool {
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// Takes one token at time `now`, going into debt if there is none, and returns how long
+    /// to wait until the debt is repaid (`None`: no wait). A caller that waits that long
+    /// before taking the next one holds its rate exactly.
+    pub fn take_or_wait(&mut self, now: Instant) -> Option<std::time::Duration> {
+        self.refill(now);
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| std::time::Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
     }
 }
 
@@ -219,5 +232,27 @@ mod tests {
             assert!(bucket.take_at(t2));
         }
         assert!(!bucket.take_at(t2));
+    }
+
+    #[test]
+    fn a_paused_taker_holds_the_rate() {
+        use std::time::Duration;
+        let mut bucket = TokenBucket::new(100);
+        let mut now = bucket.last;
+        for _ in 0..100 {
+            assert_eq!(bucket.take_or_wait(now), None);
+        }
+        // Over the rate: each message waits a hundredth of a second, so 300 more take 3 s.
+        let start = now;
+        for _ in 0..300 {
+            if let Some(wait) = bucket.take_or_wait(now) {
+                now += wait;
+            }
+        }
+        let spent = now - start;
+        assert!(
+            spent >= Duration::from_millis(2_980) && spent <= Duration::from_millis(3_020),
+            "{spent:?}"
+        );
     }
 }

@@ -52,6 +52,8 @@ pub struct Metrics {
     refusals: Family<Labels, Counter>,
     /// Callback POSTs refused because the client's send queue was full.
     pub queue_full: Counter,
+    /// Client messages over `--max-messages-per-second` (paused or closed).
+    pub rate_limited: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -88,6 +90,7 @@ impl Metrics {
             callback_responses: Family::default(),
             refusals: Family::default(),
             queue_full: Counter::default(),
+            rate_limited: Counter::default(),
         };
         registry.register(
             "connections_open",
@@ -153,6 +156,11 @@ impl Metrics {
             "queue_full",
             "Callback POSTs refused because the client's send queue was full",
             m.queue_full.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Client messages over --max-messages-per-second (the client was paused, or closed under --rate-limit-action close)",
+            m.rate_limited.clone(),
         );
         let kind = |k: &str| vec![("kind", k.to_owned())];
         let frame_latency = m.backend_latency.get_or_create_owned(&kind("frame"));

@@ -8,27 +8,6 @@ mod common;
 use common::*;
 use tokio_tungstenite::tungstenite::Message;
 
-/// The value of the sample whose line starts with `series` (name plus labels), or 0.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let r = http_client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
 #[tokio::test]
 async fn counters_move_as_traffic_flows() {
     bounded(async {

@@ -159,10 +159,19 @@ async fn max_connections_answers_503_and_per_ip_429() {
 }
 
 #[tokio::test]
-async fn a_client_over_the_message_rate_is_closed_with_1008() {
+async fn a_client_over_the_message_rate_is_closed_with_1008_when_the_action_is_close() {
     bounded(async {
         let backend = Backend::start().await;
-        let bridge = Bridge::for_backend(&backend, &["--max-messages-per-second", "20"]).await;
+        let bridge = Bridge::for_backend(
+            &backend,
+            &[
+                "--max-messages-per-second",
+                "20",
+                "--rate-limit-action",
+                "close",
+            ],
+        )
+        .await;
         let mut client = bridge.client(&backend, "/frame", Some("/disconnect")).await;
         for i in 0..200 {
             if futures_util::SinkExt::send(

@@ -57,6 +57,10 @@ impl Recorded {
     }
 }
 
+/// What a test's backend answers to one request: `None` falls back to the default answers
+/// below. The second argument counts the attempts seen for this (path, seq), from 1.
+pub type Answer = Arc<dyn Fn(&Recorded, u32) -> Option<Response> + Send + Sync>;
+
 /// A real HTTP backend on 127.0.0.1:0 that records every request in arrival order.
 ///
 /// Paths: `/frame` and `/disconnect` answer 204; `/fail` 500; `/hang` never answers;
@@ -77,6 +81,7 @@ pub struct Backend {
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Most requests in progress at once.
     pub max_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    answer: Option<Answer>,
 }
 
 impl Backend {
@@ -87,8 +92,23 @@ impl Backend {
         Self::serve(listener).await
     }
 
+    /// A recording backend whose answers the test gives: `answer(request, attempt)` decides,
+    /// `None` meaning the default answer for the path.
+    pub async fn answering(
+        answer: impl Fn(&Recorded, u32) -> Option<Response> + Send + Sync + 'static,
+    ) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        Self::serve_with(listener, Some(Arc::new(answer))).await
+    }
+
     /// Serves the recording backend on a given listener (to restart on the same port).
     pub async fn serve(listener: TcpListener) -> Backend {
+        Self::serve_with(listener, None).await
+    }
+
+    async fn serve_with(listener: TcpListener, answer: Option<Answer>) -> Backend {
         let addr = listener.local_addr().expect("backend addr");
         let backend = Backend {
             addr,
@@ -97,6 +117,7 @@ impl Backend {
             attempts: Arc::default(),
             in_flight: Arc::default(),
             max_in_flight: Arc::default(),
+            answer,
         };
         let app = Router::new().fallback(record).with_state(backend.clone());
         tokio::spawn(async move {
@@ -206,14 +227,18 @@ async fn respond(backend: &Backend, peer: SocketAddr, request: Request) -> Respo
         body: body.clone(),
     };
     let seq = recorded.seq().unwrap_or(u64::MAX);
-    backend.log.lock().expect("log").push(recorded);
-    backend.changed.notify_waiters();
     let attempt = {
         let mut attempts = backend.attempts.lock().expect("attempts");
         let n = attempts.entry((path.clone(), seq)).or_insert(0);
         *n += 1;
         *n
     };
+    let custom = backend.answer.as_ref().and_then(|a| a(&recorded, attempt));
+    backend.log.lock().expect("log").push(recorded);
+    backend.changed.notify_waiters();
+    if let Some(response) = custom {
+        return response;
+    }
     match path.as_str() {
         "/flaky" if attempt == 1 => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         "/flaky" => StatusCode::NO_CONTENT.into_response(),
@@ -492,4 +517,41 @@ pub fn http_client() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("http client")
+}
+
+/// The value of the sample whose line starts with `series` (name plus labels), or 0.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    let r = http_client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// Scrapes until `series` has `value` (within 10 s); panics with the last scrape otherwise.
+pub async fn wait_for_sample(addr: std::net::SocketAddr, series: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(addr).await;
+        if sample(&text, series) == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} is not {value}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
