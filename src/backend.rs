@@ -103,6 +103,9 @@ pub enum BackendError {
 
 impl BackendError {
     fn from_reqwest(e: reqwest::Error) -> Self {
+        // reqwest's message names the whole URL, query included, which may carry a secret:
+        // logs name the backend through `handshake::redacted` instead.
+        let e = e.without_url();
         if e.is_timeout() {
             BackendError::Timeout
         } else if e.is_connect() {

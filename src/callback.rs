@@ -9,7 +9,8 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Limited};
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
@@ -22,8 +23,15 @@ use crate::payload::Payload;
 use crate::registry::{ConnectionHandle, ConnectionId, Outbound};
 use crate::server::Shared;
 
-/// Longest wait for a free slot of `--max-callback-bodies` before answering 503.
+/// Longest wait for a body-reading slot of the connection, or for room in
+/// `--callback-body-memory`, before answering 503.
 pub const CALLBACK_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Callback bodies read at once for one connection. Bodies of ordinary callers arrive whole in
+/// a packet or two, so two at a time cost them nothing; a caller that announces bodies and
+/// trickles them can then hold at most two reads of the one connection whose URL it holds,
+/// never the bridge's capacity for other connections.
+pub const CALLBACK_BODIES_PER_CONNECTION: usize = 2;
 
 /// Seconds suggested in `Retry-After` when a client's send queue is full.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -61,14 +69,22 @@ pub enum ApiError {
     /// 400: the body could not be read.
     #[error("the request body could not be read: {0}")]
     BadBody(String),
-    /// 503: too many callback bodies are being read at once (`--max-callback-bodies`).
+    /// 503: this connection already has [`CALLBACK_BODIES_PER_CONNECTION`] bodies being read.
     #[error(
-        "the bridge is reading {limit} callback bodies already (--max-callback-bodies); retry later"
+        "{CALLBACK_BODIES_PER_CONNECTION} callback bodies for this connection are being read already; send one at a time, or retry later"
+    )]
+    ConnectionBusy,
+    /// 503: callback bodies being read fill `--callback-body-memory`.
+    #[error(
+        "callback bodies being read fill this bridge's --callback-body-memory ({limit} bytes); retry later"
     )]
     Busy {
-        /// The limit.
+        /// The limit in bytes.
         limit: usize,
     },
+    /// 403: a browser page from an origin outside `--callback-cors-origin` sent this request.
+    #[error("origin {0:?} may not use callback URLs here (--callback-cors-origin)")]
+    ForeignOrigin(String),
     /// 400: invalid `code` or `reason` on `DELETE`.
     #[error("{0}")]
     BadClose(String),
@@ -83,7 +99,10 @@ impl ApiError {
             ApiError::NotUtf8 | ApiError::BadBody(_) | ApiError::BadClose(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::QueueFull { .. } | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::QueueFull { .. } | ApiError::Busy { .. } | ApiError::ConnectionBusy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::ForeignOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -92,7 +111,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), format!("{self}\n")).into_response();
-        if matches!(self, ApiError::QueueFull { .. } | ApiError::Busy { .. }) {
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
@@ -119,7 +138,10 @@ pub(crate) async fn fast_post(
     request: axum::http::Request<hyper::body::Incoming>,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let result = queue_message(&shared, id, &parts.headers, Body::new(body)).await;
+    let result = match check_origin(&shared, &parts.headers) {
+        Ok(()) => queue_message(&shared, id, &parts.headers, Body::new(body)).await,
+        Err(e) => Err(e),
+    };
     let mut response = match result {
         Ok(status) => status.into_response(),
         Err(e) => e.into_response(),
@@ -182,31 +204,14 @@ async fn queue_message(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::TooLarge { limit });
     }
-    // Bodies being read at once are bounded bridge-wide, so many slow or concurrent callers
-    // cannot hold unbounded memory.
-    let permit = tokio::time::timeout(
-        CALLBACK_BODY_WAIT.min(shared.config.handshake_timeout),
-        shared.callback_bodies.acquire(),
-    )
-    .await;
-    let Ok(Ok(_permit)) = permit else {
-        return Err(ApiError::Busy {
-            limit: shared.config.max_callback_bodies,
-        });
-    };
-    let collected = tokio::time::timeout(
-        shared.config.handshake_timeout,
-        Limited::new(body, limit).collect(),
-    )
-    .await
-    .map_err(|_| ApiError::BodyTimeout)?;
-    let bytes = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::TooLarge { limit });
-        }
-        Err(e) => return Err(ApiError::BadBody(e.to_string())),
-    };
+    // At most two bodies per connection are read at once, so one callback URL cannot tie up
+    // the bridge; bridge-wide, bodies hold a share of --callback-body-memory only for the
+    // bytes that have arrived, so callers that announce much and send little hold little.
+    let _reading = tokio::time::timeout(CALLBACK_BODY_WAIT, handle.body_reads.acquire())
+        .await
+        .map_err(|_| ApiError::ConnectionBusy)?
+        .map_err(|_| ApiError::UnknownConnection)?;
+    let bytes = read_body(shared, body, limit).await?;
     let payload = Payload::from_http(headers.get(header::CONTENT_TYPE), bytes)
         .map_err(|_| ApiError::NotUtf8)?;
     // Reserve the bytes first; a message larger than the byte budget still fits an empty queue.
@@ -229,6 +234,81 @@ async fn queue_message(
             }
         }
     }
+}
+
+/// Reads a callback body of at most `limit` bytes within the handshake timeout, taking room
+/// in `--callback-body-memory` for each chunk as it arrives (waiting at most
+/// [`CALLBACK_BODY_WAIT`] for it). A body that arrives in one chunk is not copied.
+async fn read_body(shared: &Shared, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+    let mut body = body;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0usize;
+    let mut held: Option<tokio::sync::SemaphorePermit<'_>> = None;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(|_| ApiError::BodyTimeout)?;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| ApiError::BadBody(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if data.is_empty() {
+            continue;
+        }
+        received += data.len();
+        if received > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        let room = u32::try_from(data.len()).map_err(|_| ApiError::TooLarge { limit })?;
+        let permit = tokio::time::timeout(
+            CALLBACK_BODY_WAIT,
+            shared.callback_body_memory.acquire_many(room),
+        )
+        .await;
+        let Ok(Ok(permit)) = permit else {
+            return Err(ApiError::Busy {
+                limit: shared.config.callback_body_memory,
+            });
+        };
+        match held.as_mut() {
+            Some(all) => all.merge(permit),
+            None => held = Some(permit),
+        }
+        chunks.push(data);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut whole = bytes::BytesMut::with_capacity(received);
+            for chunk in &chunks {
+                whole.extend_from_slice(chunk);
+            }
+            whole.freeze()
+        }
+    })
+}
+
+/// With `--callback-cors-origin` set, refuses requests from browser pages of other origins
+/// (403): CORS alone only hides the answer, while a simple POST would still be delivered.
+fn check_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let (Some(allowed), Some(origin)) = (
+        &shared.config.callback_cors_origins,
+        headers.get(header::ORIGIN),
+    ) else {
+        return Ok(());
+    };
+    if allowed.iter().any(|o| o == origin) {
+        return Ok(());
+    }
+    Err(ApiError::ForeignOrigin(
+        String::from_utf8_lossy(origin.as_bytes())
+            .chars()
+            .take(100)
+            .collect(),
+    ))
 }
 
 /// Counts (metrics, and a log line now and then) a callback refused because the client's send
@@ -395,13 +475,17 @@ pub(crate) async fn get_connection(
     }))
 }
 
-/// Middleware counting callback API responses by status.
+/// Middleware in front of the routed callback API: refuses foreign origins, counts responses
+/// by status.
 pub(crate) async fn count_responses(
     State(shared): State<Arc<Shared>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let response = next.run(request).await;
+    let response = match check_origin(&shared, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    };
     shared.metrics.callback_response(response.status().as_u16());
     response
 }

@@ -14,6 +14,7 @@ use clap::Parser;
 use url::Url;
 
 use crate::allowlist::{Allowlist, AllowlistError};
+use crate::forwarded::{TrustedProxies, TrustedProxyError};
 use crate::origin::{OriginError, OriginPolicy};
 use crate::signing::{MIN_SECRET_BYTES, Signer};
 use crate::tls::{self, TlsError};
@@ -23,6 +24,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 /// Largest accepted `--max-message-size`: whole messages are held in memory, so this is a cap
 /// on what one connection may cost.
 pub const MAX_MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+
+/// Largest accepted `--callback-body-memory` (tokio's semaphores count at most 2^61 permits;
+/// 64 GiB is far beyond any machine this runs on).
+pub const MAX_CALLBACK_BODY_MEMORY: usize = 64 << 30;
 
 /// Command-line flags. Every flag can also be set through the environment variable named in
 /// its help; a flag on the command line wins over the environment.
@@ -124,15 +129,11 @@ pub struct Cli {
     #[arg(long, env = "WS_BRIDGE_SEND_QUEUE_BYTES", default_value = "4MiB", value_name = "BYTES", value_parser = parse_size)]
     pub send_queue_bytes: usize,
 
-    /// Callback request bodies read at once, bridge-wide (each up to --max-message-size);
-    /// beyond it a callback waits up to 1 s for a slot, then gets 503. [default: 256]
-    #[arg(
-        long,
-        env = "WS_BRIDGE_MAX_CALLBACK_BODIES",
-        default_value_t = 256,
-        value_name = "COUNT"
-    )]
-    pub max_callback_bodies: usize,
+    /// Bytes of callback request bodies held while being read, bridge-wide; a body takes its
+    /// share as its bytes arrive. When it is full a callback waits up to 1 s for room, then
+    /// gets 503. (Besides, at most 2 bodies per connection are read at once.) [default: 256MiB]
+    #[arg(long, env = "WS_BRIDGE_CALLBACK_BODY_MEMORY", default_value = "256MiB", value_name = "BYTES", value_parser = parse_size)]
+    pub callback_body_memory: usize,
 
     /// Client messages read ahead while a frame POST is in flight; then the bridge stops
     /// reading the socket (TCP backpressure). [default: 16]
@@ -187,8 +188,9 @@ pub struct Cli {
     )]
     pub max_connections: usize,
 
-    /// Open WebSocket connections from one client IP address at most; handshakes beyond it get
-    /// 429. 0 turns the limit off. [default: 1000]
+    /// Open WebSocket connections from one client address at most (IPv6 clients are counted per
+    /// /64); handshakes beyond it get 429. Behind a load balancer, set --trusted-proxy so the
+    /// client's own address is counted. 0 turns the limit off. [default: 1000]
     #[arg(
         long,
         env = "WS_BRIDGE_MAX_CONNECTIONS_PER_IP",
@@ -196,6 +198,18 @@ pub struct Cli {
         value_name = "COUNT"
     )]
     pub max_connections_per_ip: usize,
+
+    /// Address or CIDR block of a proxy or load balancer in front of the bridge (e.g.
+    /// 10.0.0.0/8); repeatable, newline-separated in the environment. When the peer is one,
+    /// the client's address is the right-most untrusted entry of its X-Forwarded-For (or
+    /// Forwarded: for=), and its X-Forwarded-Proto and -Host are believed. [default: none]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = '\n'
+    )]
+    pub trusted_proxy: Vec<String>,
 
     /// Messages per second one client may send on average (token bucket holding one second's
     /// worth); what happens beyond it is --rate-limit-action. 0 turns the limit off.
@@ -367,6 +381,9 @@ pub enum ConfigError {
     /// The `--config` file cannot be read or parsed, or holds an unknown key.
     #[error("--config {path:?}: {reason}")]
     File { path: PathBuf, reason: String },
+    /// A `--trusted-proxy` entry is not an address or CIDR block.
+    #[error(transparent)]
+    TrustedProxy(#[from] TrustedProxyError),
     /// A `--callback-cors-origin` entry is not a valid header value.
     #[error("--callback-cors-origin {0:?}: not a valid origin")]
     CorsOrigin(String),
@@ -398,8 +415,8 @@ pub struct Config {
     pub send_queue: usize,
     /// Capacity of each connection's outbound queue, in bytes.
     pub send_queue_bytes: usize,
-    /// Callback bodies read at once.
-    pub max_callback_bodies: usize,
+    /// Bytes of callback bodies held while being read, bridge-wide.
+    pub callback_body_memory: usize,
     /// Client messages read ahead while a POST is in flight.
     pub read_ahead_messages: usize,
     /// Client bytes read ahead while a POST is in flight.
@@ -416,6 +433,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections per client IP at most (0: no limit).
     pub max_connections_per_ip: usize,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
     /// Messages per second per client (0: no limit).
     pub max_messages_per_second: u32,
     /// What a client over its rate gets.
@@ -457,7 +476,7 @@ impl std::fmt::Debug for Config {
             .field("backend_timeout", &self.backend_timeout)
             .field("send_queue", &self.send_queue)
             .field("send_queue_bytes", &self.send_queue_bytes)
-            .field("max_callback_bodies", &self.max_callback_bodies)
+            .field("callback_body_memory", &self.callback_body_memory)
             .field("read_ahead_messages", &self.read_ahead_messages)
             .field("read_ahead_bytes", &self.read_ahead_bytes)
             .field("backend_retries", &self.backend_retries)
@@ -466,6 +485,7 @@ impl std::fmt::Debug for Config {
             .field("backend_ca", &self.backend_ca.len())
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("max_messages_per_second", &self.max_messages_per_second)
             .field("rate_limit_action", &self.rate_limit_action)
             .field("client_write_timeout", &self.client_write_timeout)
@@ -530,7 +550,12 @@ impl TryFrom<Cli> for Config {
                 MAX_MAX_MESSAGE_SIZE,
             ),
             ("--read-ahead-messages", cli.read_ahead_messages, 1, 100_000),
-            ("--max-callback-bodies", cli.max_callback_bodies, 1, 100_000),
+            (
+                "--callback-body-memory",
+                cli.callback_body_memory,
+                1,
+                MAX_CALLBACK_BODY_MEMORY,
+            ),
             (
                 "--read-ahead-bytes",
                 cli.read_ahead_bytes,
@@ -620,7 +645,7 @@ impl TryFrom<Cli> for Config {
             backend_timeout: cli.backend_timeout,
             send_queue: cli.send_queue,
             send_queue_bytes: cli.send_queue_bytes,
-            max_callback_bodies: cli.max_callback_bodies,
+            callback_body_memory: cli.callback_body_memory,
             read_ahead_messages: cli.read_ahead_messages,
             read_ahead_bytes: cli.read_ahead_bytes,
             backend_retries: cli.backend_retries,
@@ -629,6 +654,7 @@ impl TryFrom<Cli> for Config {
             backend_ca,
             max_connections: cli.max_connections,
             max_connections_per_ip: cli.max_connections_per_ip,
+            trusted_proxies: TrustedProxies::new(&cli.trusted_proxy)?,
             max_messages_per_second: cli.max_messages_per_second,
             rate_limit_action: cli.rate_limit_action,
             client_write_timeout: cli.client_write_timeout,
@@ -807,7 +833,10 @@ impl Config {
             ),
             ("send-queue", self.send_queue.to_string()),
             ("send-queue-bytes", self.send_queue_bytes.to_string()),
-            ("max-callback-bodies", self.max_callback_bodies.to_string()),
+            (
+                "callback-body-memory",
+                self.callback_body_memory.to_string(),
+            ),
             ("read-ahead-messages", self.read_ahead_messages.to_string()),
             ("read-ahead-bytes", self.read_ahead_bytes.to_string()),
             ("max-connections", self.max_connections.to_string()),
@@ -815,6 +844,7 @@ impl Config {
                 "max-connections-per-ip",
                 self.max_connections_per_ip.to_string(),
             ),
+            ("trusted-proxy", list(&self.trusted_proxies.entries())),
             (
                 "max-messages-per-second",
                 self.max_messages_per_second.to_string(),

@@ -342,13 +342,8 @@ where
         if !over {
             return Ok(());
         }
-        let total = self
-            .shared
-            .limits
-            .rate_limited
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        self.metrics.rate_limited.inc();
+        // `inc` returns the count before this one.
+        let total = self.metrics.rate_limited.inc() + 1;
         if worth_logging(total) {
             let action = rate.action.as_str();
             warn!(

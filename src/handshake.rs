@@ -2,12 +2,13 @@
 //! WebSocket upgrade request, registers the connection and answers 101; the connection task is
 //! spawned on the upgraded socket. Owns the refusal messages a client sees at connect time.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
@@ -19,7 +20,10 @@ use url::Url;
 use crate::backend::{BackendError, ConnectAnswer};
 use crate::close::Ending;
 use crate::connection::{self, Connection};
+use crate::forwarded::{ClientOrigin, is_forwarding_header};
 use crate::limits::{LimitRefusal, worth_logging};
+use crate::origin::OriginPolicy;
+use crate::payload::Payload;
 use crate::registry::{ConnectionHandle, ConnectionId, ConnectionStats};
 use crate::server::{ClientAddr, Shared};
 
@@ -30,30 +34,80 @@ pub const HEADER_ON_DISCONNECT: &str = "x-ws-proxy-on-disconnect";
 /// Header naming the connect hook URL (alternative to query `c`).
 pub const HEADER_ON_CONNECT: &str = "x-ws-proxy-on-connect";
 
-/// A refused handshake: status code and a one-line message.
+/// Longest refusal message, in bytes: a client controls parts of it (URLs, header names), and
+/// it is logged.
+const MAX_REFUSAL_MESSAGE: usize = 300;
+
+/// A refused handshake: status code, a one-line message, and how it is counted and logged.
+/// Every refusal goes through [`refuse`], the one place that logs (throttled), counts and
+/// answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Refusal {
-    /// 400, 403, 426 or 500.
+    /// 400, 403, 426, 429, 431, 502, 503 or 504, or the connect hook's own status.
     pub status: StatusCode,
     /// What was wrong and how to fix it.
     pub message: String,
+    /// The `reason` label of `ws_bridge_connect_refusals`.
+    pub label: &'static str,
+    /// Whether the operator should hear of it (warn) or only the client (info).
+    warn: bool,
+    /// Seconds for `Retry-After`, for refusals that pass.
+    retry_after: Option<u32>,
+    /// A body passed on from the connect hook instead of the message.
+    passthrough: Option<Box<(Option<HeaderValue>, Bytes)>>,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, label: &'static str, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_REFUSAL_MESSAGE {
+            let mut end = MAX_REFUSAL_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
         Refusal {
             status,
-            message: message.into(),
+            message,
+            label,
+            warn: false,
+            retry_after: None,
+            passthrough: None,
         }
+    }
+
+    /// Logged at WARN: the operator may need to act.
+    fn warn(mut self) -> Self {
+        self.warn = true;
+        self
+    }
+
+    fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        let mut response = match self.passthrough.map(|b| *b) {
+            Some((content_type, body)) => {
+                let mut response = (self.status, body).into_response();
+                if let Some(ct) = content_type {
+                    response.headers_mut().insert(header::CONTENT_TYPE, ct);
+                }
+                response
+            }
+            None => (self.status, format!("{}\n", self.message)).into_response(),
+        };
+        let headers = response.headers_mut();
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UPGRADE_REQUIRED {
-            let headers = response.headers_mut();
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             headers.insert(
@@ -63,6 +117,22 @@ impl IntoResponse for Refusal {
         }
         response
     }
+}
+
+/// Counts a refusal by label, logs it (the first ten of each label, then at powers of two and
+/// every thousandth, so a flood cannot flood the logs) and answers it.
+fn refuse(shared: &Shared, client: IpAddr, refusal: Refusal) -> Response {
+    let total = shared.metrics.refusal(refusal.label);
+    if worth_logging(total) {
+        let status = refusal.status.as_u16();
+        let (label, reason) = (refusal.label, refusal.message.as_str());
+        if refusal.warn {
+            warn!(client.addr = %client, status, label, reason, refused_total = total, "connection refused");
+        } else {
+            info!(client.addr = %client, status, label, reason, refused_total = total, "connection refused");
+        }
+    }
+    refusal.into_response()
 }
 
 /// One backend URL role: where it may be given and how it is named in messages.
@@ -108,6 +178,7 @@ pub fn backend_urls(
     let frame = role_url(&FRAME, query, headers, allowlist)?.ok_or_else(|| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
+            "bad-request",
             "missing frame URL: pass it as query parameter f (URL-encoded) or header x-ws-proxy-on-frame",
         )
     })?;
@@ -126,7 +197,7 @@ fn role_url(
     headers: &HeaderMap,
     allowlist: &crate::allowlist::Allowlist,
 ) -> Result<Option<Url>, Refusal> {
-    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, message);
+    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, "bad-request", message);
     let mut from_query = None;
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if key == role.query {
@@ -186,7 +257,12 @@ fn role_url(
         };
         return Err(Refusal::new(
             StatusCode::FORBIDDEN,
-            format!("{} ({source}) {url} is not allowed: {hint}", role.name),
+            "allowlist",
+            format!(
+                "{} ({source}) {} is not allowed: {hint}",
+                role.name,
+                redacted(&url)
+            ),
         ));
     }
     Ok(Some(url))
@@ -203,6 +279,7 @@ pub fn check_upgrade(headers: &HeaderMap) -> Result<HeaderValue, Refusal> {
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
         return Err(Refusal::new(
             StatusCode::UPGRADE_REQUIRED,
+            "not-websocket",
             "this endpoint only accepts WebSocket connections: send Upgrade: websocket and Connection: Upgrade (use a WebSocket client)",
         ));
     }
@@ -212,6 +289,7 @@ pub fn check_upgrade(headers: &HeaderMap) -> Result<HeaderValue, Refusal> {
     {
         return Err(Refusal::new(
             StatusCode::UPGRADE_REQUIRED,
+            "not-websocket",
             "unsupported WebSocket version: send Sec-WebSocket-Version: 13",
         ));
     }
@@ -222,199 +300,102 @@ pub fn check_upgrade(headers: &HeaderMap) -> Result<HeaderValue, Refusal> {
         .ok_or_else(|| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
+                "not-websocket",
                 "missing or malformed Sec-WebSocket-Key (expected 16 bytes, base64-encoded)",
             )
         })?;
     Ok(key)
 }
 
-/// The `GET /connect` handler.
-pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Request) -> Response {
-    let client_addr = request
+/// Backend host names looked up at once for `--deny-private-networks`; beyond it a handshake
+/// gets 503, so a flood of handshakes naming slow domains cannot queue unbounded DNS work.
+pub const MAX_CONCURRENT_LOOKUPS: usize = 64;
+
+/// The `GET /connect` handler: accepts the connection or answers one [`Refusal`].
+pub(crate) async fn connect(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let peer = request
         .extensions()
         .get::<ClientAddr>()
         .map(|a| a.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let client =
+        shared
+            .trusted_proxies
+            .client(peer, shared.config.tls.is_some(), request.headers());
+    let client_ip = client.ip;
+    match accept(&shared, client, request).await {
+        Ok(response) => response,
+        Err(refusal) => refuse(&shared, client_ip, refusal),
+    }
+}
+
+/// The checks, cheapest first (no DNS, no backend request before the connection holds a
+/// slot), then the connect hook, the registration and the 101.
+async fn accept(
+    shared: &Arc<Shared>,
+    client: ClientOrigin,
+    mut request: Request,
+) -> Result<Response, Refusal> {
     if shared.shutdown.is_cancelled() {
-        let mut response = Refusal::new(
+        return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
             "this bridge is shutting down; connect again (to another instance)",
         )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        shared.metrics.refusal("shutting-down");
-        return response;
+        .retry_after(1));
     }
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    if !shared.config.allowed_origins.allows(origin) {
-        let refusal = Refusal::new(
-            StatusCode::FORBIDDEN,
-            match origin {
-                Some(o) => format!("origin {o:?} may not open connections here (--allowed-origin)"),
-                None => "an Origin header is required here (--allowed-origin is set)".to_owned(),
-            },
-        );
-        warn!(client.addr = %client_addr, reason = %refusal.message, "connection refused");
-        shared.metrics.refusal("origin");
-        return refusal.into_response();
-    }
-    if let Err(refusal) = check_header_sizes(request.headers()) {
-        info!(client.addr = %client_addr, reason = %refusal.message, "connection refused");
-        shared.metrics.refusal("header-too-large");
-        return refusal.into_response();
-    }
-    let urls = match backend_urls(
+    let key = check_upgrade(request.headers())?;
+    check_header_sizes(request.headers())?;
+    check_origin(&shared.config.allowed_origins, request.headers())?;
+    let urls = backend_urls(
         request.uri().query(),
         request.headers(),
         &shared.config.allowlist,
-    ) {
-        Ok(urls) => urls,
-        Err(refusal) => {
-            warn!(client.addr = %client_addr, status = refusal.status.as_u16(), reason = %refusal.message, "connection refused");
-            shared
-                .metrics
-                .refusal(if refusal.status == StatusCode::FORBIDDEN {
-                    "allowlist"
-                } else {
-                    "bad-request"
-                });
-            return refusal.into_response();
-        }
-    };
-    if shared.config.deny_private_networks {
-        let named = [
-            ("frame URL", Some(&urls.frame)),
-            ("disconnect URL", urls.disconnect.as_ref()),
-            ("connect hook URL", urls.connect.as_ref()),
-        ];
-        for (name, url) in named {
-            if let Some(url) = url
-                && let Err(why) = crate::ssrf::check_url(url).await
-            {
-                let refusal = Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    format!("{name} {url} is refused: {why}"),
-                );
-                warn!(client.addr = %client_addr, reason = %refusal.message, "connection refused");
-                shared.metrics.refusal("private-network");
-                return refusal.into_response();
-            }
-        }
-    }
-    let key = match check_upgrade(request.headers()) {
-        Ok(key) => key,
-        Err(refusal) => {
-            info!(client.addr = %client_addr, status = refusal.status.as_u16(), reason = %refusal.message, "connection refused");
-            shared.metrics.refusal("not-websocket");
-            return refusal.into_response();
-        }
-    };
-    let Some(on_upgrade) = request
+    )?;
+    let on_upgrade = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
-    else {
-        return Refusal::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "this connection cannot be upgraded to WebSocket (use HTTP/1.1)",
-        )
-        .into_response();
-    };
-
-    let slot = match shared.limits.try_acquire(client_addr.ip()) {
-        Ok(slot) => slot,
-        Err(refusal) => {
-            shared.metrics.refusal(match refusal {
-                LimitRefusal::Full { .. } => "max-connections",
-                LimitRefusal::PerIp { .. } => "max-connections-per-ip",
-            });
-            return limit_refusal(refusal, client_addr);
-        }
-    };
-    let offered = offered_subprotocols(request.headers());
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "not-websocket",
+                "this connection cannot be upgraded to WebSocket (use HTTP/1.1)",
+            )
+        })?;
+    let slot = shared
+        .limits
+        .try_acquire(client.ip)
+        .map_err(limit_refusal)?;
+    if shared.config.deny_private_networks {
+        check_private_networks(shared, &urls).await?;
+    }
     let id = ConnectionId::random();
     let callback_url = format!("{}/{}", shared.base_url, id.full());
-    let Ok(callback) = HeaderValue::from_str(&callback_url) else {
-        return Refusal::new(
+    let callback = HeaderValue::from_str(&callback_url).map_err(|_| {
+        Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
             "cannot build the callback URL",
         )
-        .into_response();
+        .warn()
+    })?;
+    let offered = offered_subprotocols(request.headers());
+    let hooked = match &urls.connect {
+        Some(hook) => {
+            let headers = forwarded_headers(request.headers(), &client, request.uri());
+            run_hook(shared, hook, &callback, headers, &offered).await?
+        }
+        None => Hooked::default(),
     };
 
-    let mut subprotocol = None;
-    let mut first_message = None;
-    if let Some(hook) = &urls.connect {
-        let headers = forwarded_headers(
-            request.headers(),
-            client_addr,
-            shared.config.tls.is_some(),
-            request.uri(),
-        );
-        let target = shared.backend.target(hook.clone());
-        match shared
-            .backend
-            .post_connect(&target, &callback, headers)
-            .await
-        {
-            Ok(ConnectAnswer::Accept {
-                subprotocol: selected,
-                first_message: first,
-            }) => {
-                if let Some(selected) = &selected
-                    && !offered.iter().any(|o| o == selected)
-                {
-                    let refusal = Refusal::new(
-                        StatusCode::BAD_GATEWAY,
-                        format!(
-                            "the connect hook selected subprotocol {selected:?}, which the client did not offer"
-                        ),
-                    );
-                    warn!(conn.id = %id, client.addr = %client_addr, reason = %refusal.message, "connection refused");
-                    shared.metrics.refusal("hook-subprotocol");
-                    return refusal.into_response();
-                }
-                subprotocol = selected;
-                first_message = first;
-            }
-            Ok(ConnectAnswer::Refuse {
-                status,
-                content_type,
-                body,
-            }) => {
-                info!(conn.id = %id, client.addr = %client_addr, status = status.as_u16(), "connection refused by the connect hook");
-                shared.metrics.refusal("hook-refused");
-                let mut response = (status, body).into_response();
-                if let Some(ct) = content_type {
-                    response.headers_mut().insert(header::CONTENT_TYPE, ct);
-                }
-                return response;
-            }
-            Err(e) => {
-                let (status, what) = match e {
-                    BackendError::Timeout => {
-                        (StatusCode::GATEWAY_TIMEOUT, "did not answer in time")
-                    }
-                    BackendError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "is unreachable"),
-                    _ => (StatusCode::BAD_GATEWAY, "failed"),
-                };
-                warn!(conn.id = %id, client.addr = %client_addr, error = %e.detail(), "connect hook failed");
-                shared.metrics.refusal("hook-failed");
-                return Refusal::new(status, format!("the connect hook {what}; try again later"))
-                    .into_response();
-            }
-        }
-    }
-
     let (sender, receiver) = mpsc::channel(shared.config.send_queue);
-    let stats = Arc::new(ConnectionStats::new(subprotocol.clone()));
+    let stats = Arc::new(ConnectionStats::new(hooked.subprotocol.clone()));
     let handle = ConnectionHandle {
         sender,
         stats: Arc::clone(&stats),
+        body_reads: Arc::new(tokio::sync::Semaphore::new(
+            crate::callback::CALLBACK_BODIES_PER_CONNECTION,
+        )),
     };
     let registration = shared.registry.register(id, handle);
     let connection = Connection {
@@ -424,43 +405,13 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         registration,
         outbound: receiver,
         stats,
-        first_message,
+        first_message: hooked.first_message,
         slot,
     };
-    let span = info_span!("conn", conn.id = %id, client.addr = %client_addr);
-    let task_shared = Arc::clone(&shared);
-    shared.tracker.spawn(
-        async move {
-            info!(
-                frame = %redacted(connection.frame_url.url()),
-                disconnect = connection.disconnect_url.as_ref().map(|t| redacted(t.url())).unwrap_or_default(),
-                "connection opened"
-            );
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(task_shared.ws_config),
-                    )
-                    .await;
-                    connection::run(ws, connection, task_shared).await;
-                }
-                Err(e) => {
-                    let ending = Ending::client_gone(&format!("upgrade failed: {e}"));
-                    drop(connection.registration);
-                    if let Some(url) = &connection.disconnect_url {
-                        let _ = task_shared
-                            .backend
-                            .post_disconnect(url, &connection.callback, &ending)
-                            .await;
-                    }
-                    info!(%ending, "connection closed");
-                }
-            }
-        }
-        .instrument(span),
-    );
+    let span = info_span!("conn", conn.id = %id, client.addr = %client.ip);
+    shared
+        .tracker
+        .spawn(upgrade_and_run(on_upgrade, connection, Arc::clone(shared)).instrument(span));
 
     if let Some(upgraded) = request.extensions().get::<crate::idle::Upgraded>() {
         upgraded.mark();
@@ -472,40 +423,194 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
-    if let Some(protocol) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+    if let Some(protocol) = hooked
+        .subprotocol
+        .and_then(|p| HeaderValue::from_str(&p).ok())
+    {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
-    response
+    Ok(response)
 }
 
-/// Answers a handshake refused by a connection limit, logging it with its running count.
-fn limit_refusal(refusal: LimitRefusal, client_addr: SocketAddr) -> Response {
-    let (status, message, total, flag) = match refusal {
-        LimitRefusal::Full { limit, total } => (
+/// Waits for the upgrade to complete, then runs the connection task.
+async fn upgrade_and_run(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    connection: Connection,
+    shared: Arc<Shared>,
+) {
+    info!(
+        frame = %redacted(connection.frame_url.url()),
+        disconnect = connection.disconnect_url.as_ref().map(|t| redacted(t.url())).unwrap_or_default(),
+        "connection opened"
+    );
+    match on_upgrade.await {
+        Ok(upgraded) => {
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(shared.ws_config),
+            )
+            .await;
+            connection::run(ws, connection, shared).await;
+        }
+        Err(e) => {
+            let ending = Ending::client_gone(&format!("upgrade failed: {e}"));
+            drop(connection.registration);
+            if let Some(url) = &connection.disconnect_url
+                && let Err(e) = shared
+                    .backend
+                    .post_disconnect(url, &connection.callback, &ending)
+                    .await
+            {
+                warn!(error = %e.detail(), "disconnect POST failed");
+            }
+            info!(%ending, "connection closed");
+        }
+    }
+}
+
+/// Refuses an `Origin` outside `--allowed-origin` (403).
+fn check_origin(policy: &OriginPolicy, headers: &HeaderMap) -> Result<(), Refusal> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if policy.allows(origin) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        StatusCode::FORBIDDEN,
+        "origin",
+        match origin {
+            Some(o) => format!("origin {o:?} may not open connections here (--allowed-origin)"),
+            None => "an Origin header is required here (--allowed-origin is set)".to_owned(),
+        },
+    ))
+}
+
+/// Resolves each distinct backend host once and refuses private addresses (403), with at most
+/// [`MAX_CONCURRENT_LOOKUPS`] lookups bridge-wide (503 beyond).
+async fn check_private_networks(shared: &Shared, urls: &BackendUrls) -> Result<(), Refusal> {
+    let Ok(_permit) = shared.lookups.try_acquire() else {
+        return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
+            "busy-lookups",
+            format!(
+                "this bridge is resolving {MAX_CONCURRENT_LOOKUPS} backend names already; retry shortly"
+            ),
+        )
+        .warn()
+        .retry_after(1));
+    };
+    let named = [
+        ("frame URL", Some(&urls.frame)),
+        ("disconnect URL", urls.disconnect.as_ref()),
+        ("connect hook URL", urls.connect.as_ref()),
+    ];
+    let mut checked: Vec<(Option<&str>, Option<u16>)> = Vec::with_capacity(3);
+    for (name, url) in named {
+        let Some(url) = url else { continue };
+        let host = (url.host_str(), url.port_or_known_default());
+        if checked.contains(&host) {
+            continue;
+        }
+        checked.push(host);
+        if let Err(why) = crate::ssrf::check_url(url).await {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "private-network",
+                format!("{name} {} is refused: {why}", redacted(url)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the connect hook added to an accepted connection.
+#[derive(Debug, Default)]
+struct Hooked {
+    subprotocol: Option<String>,
+    first_message: Option<Payload>,
+}
+
+/// POSTs the connect hook; its refusal, failure or unusable answer is the handshake's.
+async fn run_hook(
+    shared: &Shared,
+    hook: &Url,
+    callback: &HeaderValue,
+    headers: HeaderMap,
+    offered: &[String],
+) -> Result<Hooked, Refusal> {
+    let target = shared.backend.target(hook.clone());
+    match shared
+        .backend
+        .post_connect(&target, callback, headers)
+        .await
+    {
+        Ok(ConnectAnswer::Accept {
+            subprotocol,
+            first_message,
+        }) => {
+            if let Some(selected) = &subprotocol
+                && !offered.iter().any(|o| o == selected)
+            {
+                return Err(Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "hook-subprotocol",
+                    format!(
+                        "the connect hook selected subprotocol {selected:?}, which the client did not offer"
+                    ),
+                )
+                .warn());
+            }
+            Ok(Hooked {
+                subprotocol,
+                first_message,
+            })
+        }
+        Ok(ConnectAnswer::Refuse {
+            status,
+            content_type,
+            body,
+        }) => {
+            let mut refusal = Refusal::new(status, "hook-refused", "refused by the connect hook");
+            refusal.passthrough = Some(Box::new((content_type, body)));
+            Err(refusal)
+        }
+        Err(e) => {
+            let (status, what) = match e {
+                BackendError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "did not answer in time"),
+                BackendError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "is unreachable"),
+                _ => (StatusCode::BAD_GATEWAY, "failed"),
+            };
+            warn!(error = %e.detail(), "connect hook failed");
+            Err(Refusal::new(
+                status,
+                "hook-failed",
+                format!("the connect hook {what}; try again later"),
+            )
+            .warn())
+        }
+    }
+}
+
+/// The refusal for a handshake over a connection limit.
+fn limit_refusal(refusal: LimitRefusal) -> Refusal {
+    match refusal {
+        LimitRefusal::Full { limit } => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "max-connections",
             format!(
                 "this bridge is at its limit of {limit} open connections (--max-connections); retry later"
             ),
-            total,
-            "--max-connections",
         ),
-        LimitRefusal::PerIp { limit, total } => (
+        LimitRefusal::PerIp { limit } => Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
+            "max-connections-per-ip",
             format!(
                 "too many open connections from your address (limit {limit}, --max-connections-per-ip); close some first"
             ),
-            total,
-            "--max-connections-per-ip",
         ),
-    };
-    if worth_logging(total) {
-        warn!(client.addr = %client_addr, limit = flag, refused_total = total, "connection refused by a limit");
     }
-    let mut response = Refusal::new(status, message).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    .warn()
+    .retry_after(1)
 }
 
 /// Longest value of one client header forwarded to the connect hook.
@@ -517,6 +622,7 @@ pub fn check_header_sizes(headers: &HeaderMap) -> Result<(), Refusal> {
     match headers.iter().find(|(_, v)| v.len() > MAX_HEADER_VALUE) {
         Some((name, v)) => Err(Refusal::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header-too-large",
             format!(
                 "header {name} is {} bytes long; at most {MAX_HEADER_VALUE} bytes per header are accepted",
                 v.len()
@@ -557,17 +663,15 @@ const NOT_FORWARDED: &[&str] = &[
     "sec-websocket-version",
     "sec-websocket-extensions",
     "sec-websocket-accept",
-    "x-forwarded-proto",
-    "x-forwarded-for",
 ];
 
-/// The client's handshake headers as forwarded to the connect hook, plus `x-forwarded-for`
-/// (the client's address appended to any it sent), `x-forwarded-proto`, `x-forwarded-host`
-/// and `x-ws-proxy-request-uri`.
+/// The client's handshake headers as forwarded to the connect hook, without hop-by-hop and
+/// forwarding headers, plus the bridge's own `x-forwarded-for` (the client's address, as found
+/// behind `--trusted-proxy`), `x-forwarded-proto`, `x-forwarded-host` and
+/// `x-ws-proxy-request-uri`.
 pub fn forwarded_headers(
     headers: &HeaderMap,
-    client: SocketAddr,
-    tls: bool,
+    client: &ClientOrigin,
     uri: &axum::http::Uri,
 ) -> HeaderMap {
     let named_in_connection: Vec<String> = headers
@@ -582,30 +686,18 @@ pub fn forwarded_headers(
         let n = name.as_str();
         if NOT_FORWARDED.contains(&n)
             || n.starts_with("x-ws-proxy-")
+            || is_forwarding_header(n)
             || named_in_connection.iter().any(|c| c == n)
         {
             continue;
         }
         out.append(name.clone(), value.clone());
     }
-    let prior: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let mut chain = prior.join(", ");
-    if !chain.is_empty() {
-        chain.push_str(", ");
+    if let Ok(ip) = HeaderValue::from_str(&client.ip.to_string()) {
+        out.insert("x-forwarded-for", ip);
     }
-    chain.push_str(&client.ip().to_string());
-    if let Ok(v) = HeaderValue::from_str(&chain) {
-        out.insert("x-forwarded-for", v);
-    }
-    out.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
-    if let Some(host) = headers.get(header::HOST) {
+    out.insert("x-forwarded-proto", HeaderValue::from_static(client.proto));
+    if let Some(host) = &client.host {
         out.insert("x-forwarded-host", host.clone());
     }
     let request_uri = uri
@@ -618,15 +710,32 @@ pub fn forwarded_headers(
     out
 }
 
-/// A backend URL for logs: scheme, host, port and path; the query may carry secrets.
+/// Longest host or path shown in a logged URL, in bytes.
+const MAX_LOGGED_PART: usize = 100;
+
+/// A backend URL for logs and refusal messages: scheme, host, port and path, each cut to
+/// about 100 bytes; never the query (it may carry secrets) nor the fragment.
 pub fn redacted(url: &Url) -> String {
-    let end = url::Position::AfterPath;
-    let shown = &url[..end];
+    let cut = |part: &str| -> String {
+        if part.len() <= MAX_LOGGED_PART {
+            return part.to_owned();
+        }
+        let mut end = MAX_LOGGED_PART;
+        while !part.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &part[..end])
+    };
+    let mut out = format!(
+        "{}://{}",
+        url.scheme(),
+        cut(&url[url::Position::BeforeHost..url::Position::AfterPort])
+    );
+    out.push_str(&cut(url.path()));
     if url.query().is_some() {
-        format!("{shown}?…")
-    } else {
-        shown.to_owned()
+        out.push_str("?…");
     }
+    out
 }
 
 #[cfg(test)]
@@ -716,5 +825,16 @@ mod tests {
         let url =
             Url::parse("https://b.example/f?token=secret#x").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(redacted(&url), "https://b.example/f?…");
+        let url = Url::parse("http://b.example:8080/f#frag").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(redacted(&url), "http://b.example:8080/f");
+    }
+
+    #[test]
+    fn logged_urls_are_short() {
+        let long = format!("https://b.example/{}?token=secret", "p".repeat(60_000));
+        let url = Url::parse(&long).unwrap_or_else(|e| panic!("{e}"));
+        let shown = redacted(&url);
+        assert!(shown.len() < 150, "{}", shown.len());
+        assert!(shown.starts_with("https://b.example/ppp") && shown.ends_with("…?…"));
     }
 }

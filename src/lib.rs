@@ -16,7 +16,7 @@
 //!
 //! Around them: [`config`] (flags, validation), [`idle`] (silent HTTP connections), [`tls`] (certificates), [`payload`] (text vs
 //! binary across HTTP), [`close`] (close codes, causes, initiators), [`limits`] (connection
-//! counts, message rates, refusal counters), [`metrics`] (Prometheus exposition), [`origin`] (Origin checks), [`signing`]
+//! counts, message rates, refusal counters), [`metrics`] (Prometheus exposition), [`origin`] (Origin checks), [`forwarded`] (the client's address behind trusted proxies, forwarding headers), [`signing`]
 //! (HMAC signatures on backend requests), [`ssrf`] (private-network refusal and the guarded
 //! resolver), [`shutdown`] (signals).
 
@@ -26,6 +26,7 @@ pub mod callback;
 pub mod close;
 pub mod config;
 pub mod connection;
+pub mod forwarded;
 pub mod handshake;
 pub mod idle;
 pub mod limits;

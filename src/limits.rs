@@ -1,10 +1,11 @@
-//! Connection-count limits (global and per client IP), the per-connection message rate limit
-//! (token bucket), and the counters of refusals they cause. Owns no I/O: the handshake asks for
-//! a [`ConnectionSlot`] and the connection task asks its [`TokenBucket`].
+//! Connection-count limits (global and per client address; IPv6 clients are counted per /64,
+//! the block one subscriber usually holds) and the per-connection message rate limit (token
+//! bucket). Owns no I/O: the handshake asks for a [`ConnectionSlot`] and the connection task
+//! asks its [`TokenBucket`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use std::time::Instant;
@@ -16,15 +17,11 @@ pub enum LimitRefusal {
     Full {
         /// The limit.
         limit: usize,
-        /// Refusals of this kind so far.
-        total: u64,
     },
-    /// `--max-connections-per-ip` reached for this IP (429).
+    /// `--max-connections-per-ip` reached for this address (429).
     PerIp {
         /// The limit.
         limit: usize,
-        /// Refusals of this kind so far.
-        total: u64,
     },
 }
 
@@ -35,12 +32,6 @@ pub struct ConnectionLimits {
     per_ip: usize,
     open: AtomicUsize,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// Handshakes refused by `--max-connections`.
-    pub refused_full: AtomicU64,
-    /// Handshakes refused by `--max-connections-per-ip`.
-    pub refused_per_ip: AtomicU64,
-    /// Connections closed by `--max-messages-per-second`.
-    pub rate_limited: AtomicU64,
 }
 
 impl ConnectionLimits {
@@ -51,9 +42,6 @@ impl ConnectionLimits {
             per_ip,
             open: AtomicUsize::new(0),
             by_ip: Mutex::default(),
-            refused_full: AtomicU64::new(0),
-            refused_per_ip: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
         }
     }
 
@@ -64,18 +52,14 @@ impl ConnectionLimits {
 
     /// Takes a slot for a new connection from `ip`, or says which limit refuses it.
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, LimitRefusal> {
-        let ip = ip.to_canonical();
+        let ip = subscriber(ip);
         let reserved = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
             });
         if reserved.is_err() {
-            let total = self.refused_full.fetch_add(1, Ordering::Relaxed) + 1;
-            return Err(LimitRefusal::Full {
-                limit: self.max,
-                total,
-            });
+            return Err(LimitRefusal::Full { limit: self.max });
         }
         if self.per_ip > 0 {
             let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
@@ -83,11 +67,7 @@ impl ConnectionLimits {
             if *count >= self.per_ip {
                 drop(by_ip);
                 self.open.fetch_sub(1, Ordering::AcqRel);
-                let total = self.refused_per_ip.fetch_add(1, Ordering::Relaxed) + 1;
-                return Err(LimitRefusal::PerIp {
-                    limit: self.per_ip,
-                    total,
-                });
+                return Err(LimitRefusal::PerIp { limit: self.per_ip });
             }
             *count += 1;
         }
@@ -95,6 +75,15 @@ impl ConnectionLimits {
             limits: Arc::clone(self),
             ip,
         })
+    }
+}
+
+/// The key a client address is counted under: IPv4 addresses (IPv4-mapped ones included) as
+/// they are, IPv6 addresses by their /64, which one subscriber usually holds whole.
+fn subscriber(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        v4 @ IpAddr::V4(_) => v4,
+        v6 @ IpAddr::V6(_) => crate::forwarded::mask(v6, 64),
     }
 }
 
@@ -194,13 +183,13 @@ mod tests {
         assert!(s1.is_ok() && s2.is_ok());
         assert!(matches!(
             limits.try_acquire(a),
-            Err(LimitRefusal::PerIp { limit: 2, total: 1 })
+            Err(LimitRefusal::PerIp { limit: 2 })
         ));
         let s3 = limits.try_acquire(b);
         assert!(s3.is_ok());
         assert!(matches!(
             limits.try_acquire(b),
-            Err(LimitRefusal::Full { limit: 3, total: 1 })
+            Err(LimitRefusal::Full { limit: 3 })
         ));
         drop(s1);
         assert_eq!(limits.open(), 2);
@@ -213,6 +202,19 @@ mod tests {
             limits.try_acquire(mapped),
             Err(LimitRefusal::PerIp { .. })
         ));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let limits = Arc::new(ConnectionLimits::new(10, 2));
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])) };
+        let _a = limits.try_acquire(ip("2001:db8:1:2::1"));
+        let _b = limits.try_acquire(ip("2001:db8:1:2:ffff::9"));
+        assert!(matches!(
+            limits.try_acquire(ip("2001:db8:1:2:1234::7")),
+            Err(LimitRefusal::PerIp { .. })
+        ));
+        assert!(limits.try_acquire(ip("2001:db8:1:3::1")).is_ok());
     }
 
     #[test]

@@ -219,11 +219,13 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a refused handshake.
-    pub fn refusal(&self, reason: &'static str) {
+    /// Counts a refused handshake; returns how many of this reason there have been, this one
+    /// included (for throttled logging).
+    pub fn refusal(&self, reason: &'static str) -> u64 {
         self.refusals
             .get_or_create(&vec![("reason", reason.to_owned())])
-            .inc();
+            .inc()
+            + 1
     }
 
     /// The Prometheus text exposition of every metric.

@@ -87,6 +87,8 @@ pub struct ConnectionHandle {
     pub sender: OutboundSender,
     /// Counters the connection task updates and `GET {callback}` reads.
     pub stats: Arc<ConnectionStats>,
+    /// Callback bodies being read for this connection (`CALLBACK_BODIES_PER_CONNECTION`).
+    pub body_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Live facts about one connection, updated by its task without locks.
@@ -271,7 +273,15 @@ mod tests {
         let id = ConnectionId::random();
         let (sender, _rx) = mpsc::channel(1);
         let stats = Arc::new(ConnectionStats::new(None));
-        let guard = registry.register(id, ConnectionHandle { sender, stats });
+        let body_reads = Arc::new(tokio::sync::Semaphore::new(1));
+        let guard = registry.register(
+            id,
+            ConnectionHandle {
+                sender,
+                stats,
+                body_reads,
+            },
+        );
         assert!(registry.lookup(&id).is_some());
         drop(guard);
         assert!(registry.lookup(&id).is_none());

@@ -64,8 +64,13 @@ pub(crate) struct Shared {
     pub(crate) limits: Arc<ConnectionLimits>,
     /// Prometheus metrics.
     pub(crate) metrics: Arc<Metrics>,
-    /// Callback bodies that may be read at once (`--max-callback-bodies`).
-    pub(crate) callback_bodies: tokio::sync::Semaphore,
+    /// Bytes of callback bodies that may be held while being read (`--callback-body-memory`),
+    /// one permit per byte.
+    pub(crate) callback_body_memory: tokio::sync::Semaphore,
+    /// Who the client is behind `--trusted-proxy`.
+    pub(crate) trusted_proxies: crate::forwarded::TrustedProxies,
+    /// Backend name lookups that may run at once for `--deny-private-networks`.
+    pub(crate) lookups: tokio::sync::Semaphore,
 }
 
 /// Errors that stop [`run`] before it serves anything.
@@ -163,12 +168,14 @@ pub async fn run_with(
     );
 
     let callback_prefix = format!("{}/", callback_base_path(&base_url));
-    let callback_bodies = tokio::sync::Semaphore::new(config.max_callback_bodies);
+    let callback_body_memory = tokio::sync::Semaphore::new(config.callback_body_memory);
     let limits = Arc::new(ConnectionLimits::new(
         config.max_connections,
         config.max_connections_per_ip,
     ));
     let shared = Arc::new(Shared {
+        trusted_proxies: config.trusted_proxies.clone(),
+        lookups: tokio::sync::Semaphore::new(crate::handshake::MAX_CONCURRENT_LOOKUPS),
         config,
         base_url,
         callback_prefix,
@@ -179,7 +186,7 @@ pub async fn run_with(
         ws_config,
         limits,
         metrics,
-        callback_bodies,
+        callback_body_memory,
     });
     if let Some(metrics_listener) = metrics_listener {
         tokio::spawn(crate::metrics::serve(

@@ -8,11 +8,6 @@ mod common;
 use common::*;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn callback_of(backend: &Backend, client: &mut Client) -> String {
-    send_text(client, "hello").await;
-    backend.callback_url("/frame").await
-}
-
 #[tokio::test]
 async fn unknown_ids_and_closed_connections_get_404() {
     bounded(async {
@@ -212,13 +207,13 @@ async fn a_base_url_with_a_path_and_trailing_slash_builds_clean_callback_urls() 
 }
 
 #[tokio::test]
-async fn callback_bodies_read_at_once_are_bounded() {
+async fn callback_body_memory_is_bounded_by_the_bytes_that_arrived() {
     use tokio::io::AsyncWriteExt;
     bounded(async {
         let backend = Backend::start().await;
         let bridge = Bridge::for_backend(
             &backend,
-            &["--max-callback-bodies", "1", "--handshake-timeout", "4s"],
+            &["--callback-body-memory", "64", "--handshake-timeout", "4s"],
         )
         .await;
         let mut client = bridge.client(&backend, "/frame", None).await;
@@ -229,29 +224,39 @@ async fn callback_bodies_read_at_once_are_bounded() {
             .1
             .to_owned();
 
-        // A caller that announces 100 bytes and sends 10: it holds the only slot.
+        // A caller that announces 100 bytes and sends 60 holds 60 of the 64 bytes.
         let mut slow = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
-        let head =
-            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{}",
+            "x".repeat(60)
+        );
         slow.write_all(head.as_bytes()).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
         let r = http_client()
             .post(&callback)
-            .body("waiting")
+            .body("0123456789")
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 503);
         assert!(r.headers().contains_key("retry-after"));
-        assert!(r.text().await.unwrap().contains("--max-callback-bodies"));
+        assert!(r.text().await.unwrap().contains("--callback-body-memory"));
+        // A body that fits what is left still goes through.
+        let r = http_client()
+            .post(&callback)
+            .body("abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
 
-        // Once the slow caller finishes, the slot is free again.
-        slow.write_all(&[b'x'; 90]).await.unwrap();
+        // Once the slow caller finishes, its bytes are free again.
+        slow.write_all(&[b'x'; 40]).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let r = http_client()
             .post(&callback)
-            .body("now")
+            .body("0123456789")
             .send()
             .await
             .unwrap();

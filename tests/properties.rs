@@ -11,6 +11,7 @@ use websocket_bridge::allowlist::{Allowlist, parse_backend_url};
 use websocket_bridge::callback::close_params;
 use websocket_bridge::close::{MAX_REASON_BYTES, header_safe_reason};
 use websocket_bridge::config::parse_size;
+use websocket_bridge::forwarded::TrustedProxies;
 use websocket_bridge::handshake::forwarded_headers;
 use websocket_bridge::origin::OriginPolicy;
 use websocket_bridge::payload::Payload;
@@ -150,18 +151,25 @@ proptest! {
 
     #[test]
     fn forwarded_headers_never_carry_spoofed_or_hop_by_hop_headers(
-        names in proptest::collection::vec("(x-ws-proxy-[a-z]{1,8}|connection|upgrade|te|host|x-[a-z]{1,6}|sec-websocket-key)", 0..8),
+        names in proptest::collection::vec("(x-ws-proxy-[a-z]{1,8}|connection|upgrade|te|host|x-[a-z]{1,6}|sec-websocket-key|x-forwarded-[a-z]{1,6}|forwarded|x-real-ip|true-client-ip)", 0..8),
     ) {
         let mut headers = axum::http::HeaderMap::new();
         for name in &names {
             headers.append(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), "v".parse().unwrap());
         }
         let uri: axum::http::Uri = "/connect?f=x".parse().unwrap();
-        let out = forwarded_headers(&headers, "127.0.0.1:1".parse().unwrap(), false, &uri);
-        for (name, _) in &out {
+        let client = TrustedProxies::default().client("127.0.0.1:1".parse().unwrap(), false, &headers);
+        let out = forwarded_headers(&headers, &client, &uri);
+        for (name, value) in &out {
             let n = name.as_str();
             prop_assert!(n == "x-ws-proxy-request-uri" || !n.starts_with("x-ws-proxy-"), "{}", n);
-            prop_assert!(!["connection", "upgrade", "te", "host", "sec-websocket-key"].contains(&n), "{}", n);
+            prop_assert!(!["connection", "upgrade", "te", "host", "sec-websocket-key", "forwarded", "x-real-ip", "true-client-ip"].contains(&n), "{}", n);
+            if n.starts_with("x-forwarded-") {
+                prop_assert!(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"].contains(&n), "{}", n);
+            }
+            if n == "x-forwarded-for" {
+                prop_assert_eq!(value, "127.0.0.1");
+            }
         }
     }
 }

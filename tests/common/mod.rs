@@ -510,6 +510,29 @@ pub async fn send_text<S: AsyncRead + AsyncWrite + Unpin>(
     client.send(Message::text(text)).await.expect("send text");
 }
 
+/// Sends "hello" on `client` and returns the callback URL of the frame POST it causes.
+pub async fn callback_of(backend: &Backend, client: &mut Client) -> String {
+    send_text(client, "hello").await;
+    backend.callback_url("/frame").await
+}
+
+/// Opens a WebSocket connection with extra handshake headers; the refusal's status if refused.
+pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, StatusCode> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("client request");
+    for (name, value) in headers {
+        request.headers_mut().append(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((client, _)) => Ok(client),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status()),
+        Err(e) => panic!("handshake to {url} failed without an HTTP answer: {e}"),
+    }
+}
+
 /// An HTTP client for the callback API.
 pub fn http_client() -> reqwest::Client {
     websocket_bridge::tls::install_crypto_provider();
