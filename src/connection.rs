@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
-use crate::backend::{BackendClient, BackendError, BackendTarget};
+use crate::backend::{BackendClient, BackendError, BackendTarget, RequestIds};
 use crate::close::{Cause, Ending, Initiator};
 use crate::limits::{ConnectionSlot, TokenBucket, worth_logging};
 use crate::metrics::Metrics;
@@ -46,6 +46,8 @@ pub(crate) struct Connection {
     pub(crate) disconnect_url: Option<BackendTarget>,
     /// The callback URL as a header value, built once.
     pub(crate) callback: HeaderValue,
+    /// The `x-ws-proxy-request-id`s of this connection's backend requests.
+    pub(crate) request_ids: RequestIds,
     pub(crate) registration: Registration,
     pub(crate) outbound: mpsc::Receiver<Outbound>,
     /// Counters shared with the registry (read by `GET {callback}`).
@@ -66,6 +68,7 @@ where
         frame_url,
         disconnect_url,
         callback,
+        request_ids: ids,
         registration,
         mut outbound,
         stats,
@@ -113,7 +116,9 @@ where
                 && let Some(payload) = pending.pop_front()
             {
                 pending_bytes -= payload.len();
-                in_flight = Some(post_frame(&backend, &frame_url, &callback, seq, payload));
+                in_flight = Some(post_frame(
+                    &backend, &frame_url, &callback, ids, seq, payload,
+                ));
                 seq += 1;
             }
             let may_read = pending.len() < read_ahead_messages && pending_bytes < read_ahead_bytes;
@@ -218,7 +223,7 @@ where
         }
         for payload in pending.drain(..) {
             if let Err(e) = backend
-                .post_frame(&frame_url, &callback, seq, &payload)
+                .post_frame(&frame_url, &callback, &ids, seq, &payload)
                 .await
             {
                 warn!(seq, error = %e.detail(), "frame POST failed while closing");
@@ -233,7 +238,7 @@ where
     }
 
     if let Some(url) = &disconnect_url {
-        if let Err(e) = backend.post_disconnect(url, &callback, &ending).await {
+        if let Err(e) = backend.post_disconnect(url, &callback, &ids, &ending).await {
             warn!(error = %e.detail(), "disconnect POST failed");
         }
     }
@@ -258,13 +263,18 @@ fn post_frame(
     backend: &BackendClient,
     url: &Arc<BackendTarget>,
     callback: &HeaderValue,
+    ids: RequestIds,
     seq: u64,
     payload: Payload,
 ) -> FramePost {
     let backend = backend.clone();
     let url = Arc::clone(url);
     let callback = callback.clone();
-    Box::pin(async move { backend.post_frame(&url, &callback, seq, &payload).await })
+    Box::pin(async move {
+        backend
+            .post_frame(&url, &callback, &ids, seq, &payload)
+            .await
+    })
 }
 
 /// Waits for the frame POST in flight, or forever when there is none.

@@ -17,7 +17,7 @@ use tracing::{Instrument, info, info_span, warn};
 use url::Url;
 
 use crate::allowlist::parse_backend_url;
-use crate::backend::{BackendError, ConnectAnswer};
+use crate::backend::{BackendError, ConnectAnswer, RequestIds};
 use crate::close::Ending;
 use crate::connection::{self, Connection};
 use crate::limits::{LimitRefusal, worth_logging};
@@ -336,6 +336,13 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
     };
     let offered = offered_subprotocols(request.headers());
     let id = ConnectionId::random();
+    let Ok(request_ids) = RequestIds::random() else {
+        return Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no randomness for the request ids; try again later",
+        )
+        .into_response();
+    };
     let callback_url = format!("{}/{}", shared.base_url, id.full());
     let Ok(callback) = HeaderValue::from_str(&callback_url) else {
         return Refusal::new(
@@ -357,7 +364,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         let target = shared.backend.target(hook.clone());
         match shared
             .backend
-            .post_connect(&target, &callback, headers)
+            .post_connect(&target, &callback, &request_ids, headers)
             .await
         {
             Ok(ConnectAnswer::Accept {
@@ -421,6 +428,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         frame_url: Arc::new(shared.backend.target(urls.frame)),
         disconnect_url: urls.disconnect.map(|u| shared.backend.target(u)),
         callback,
+        request_ids,
         registration,
         outbound: receiver,
         stats,
@@ -452,7 +460,12 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
                     if let Some(url) = &connection.disconnect_url {
                         let _ = task_shared
                             .backend
-                            .post_disconnect(url, &connection.callback, &ending)
+                            .post_disconnect(
+                                url,
+                                &connection.callback,
+                                &connection.request_ids,
+                                &ending,
+                            )
                             .await;
                     }
                     info!(%ending, "connection closed");
