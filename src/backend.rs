@@ -5,11 +5,14 @@
 //! redirects are never followed (a 3xx is a failed request like any other non-2xx); every
 //! attempt is bounded by `--backend-timeout` and every reply body by `--max-message-size`.
 //! Transient failures of frame and disconnect POSTs are retried with exponential backoff and
-//! jitter within `--backend-retries` and `--backend-retry-budget`. Owns nothing about sockets
-//! to clients.
+//! jitter within `--backend-retries` and `--backend-retry-budget`. Every request carries an
+//! `x-ws-proxy-request-id` ([`RequestIds`]), the same on each attempt, and, with
+//! `--signing-secret`, an `x-ws-proxy-signature` computed at each attempt from the request as
+//! built (see [`crate::signing`]). Owns nothing about sockets to clients.
 
 use std::collections::HashMap;
 use std::error::Error as _;
+use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,13 +29,15 @@ use url::Url;
 use crate::close::{Ending, header_safe_reason};
 use crate::metrics::Metrics;
 use crate::payload::{BINARY_CONTENT_TYPE, Payload, TEXT_CONTENT_TYPE};
-use crate::signing::{HEADER_SIGNATURE, Signer};
+use crate::signing::{HEADER_SIGNATURE, SignedRequest, Signer};
 use crate::ssrf::GuardedResolver;
 
 /// `x-ws-proxy-send`: the callback URL of the connection.
 pub const HEADER_SEND: &str = "x-ws-proxy-send";
 /// `x-ws-proxy-seq`: the message's position in the connection, from 0.
 pub const HEADER_SEQ: &str = "x-ws-proxy-seq";
+/// `x-ws-proxy-request-id`: unique per request, the same on each of its attempts.
+pub const HEADER_REQUEST_ID: &str = "x-ws-proxy-request-id";
 /// `x-ws-proxy-close-code`: close code of the ending (disconnect POSTs).
 pub const HEADER_CLOSE_CODE: &str = "x-ws-proxy-close-code";
 /// `x-ws-proxy-close-reason`: close reason, percent-encoded UTF-8 (disconnect POSTs).
@@ -51,6 +56,56 @@ pub const MAX_REFUSAL_BODY: usize = 4096;
 
 /// `x-ws-proxy-request-uri`: the client's original path and query (connect hook).
 pub const HEADER_REQUEST_URI: &str = "x-ws-proxy-request-uri";
+
+/// The `x-ws-proxy-request-id` values of one connection's requests: a random 64-bit nonce in
+/// hex, drawn once per connection, then `-` and the request's place in the connection: `c` for
+/// the connect hook, the frame's seq, `d` for the disconnect POST (`9f2c41d07ab3e655-17`).
+///
+/// The nonce is drawn independently of the connection id, so a request id never reveals the
+/// callback URL; unique across connections with overwhelming probability (64 random bits), and
+/// one `format!` per request on the hot path (no syscall).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestIds {
+    nonce: u64,
+}
+
+/// The operating system's random number generator failed.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the operating system's random number generator failed")]
+pub struct RandomUnavailable;
+
+impl RequestIds {
+    /// A fresh nonce from the operating system's CSPRNG.
+    pub fn random() -> Result<Self, RandomUnavailable> {
+        let bytes: [u8; 8] = ring::rand::generate(&ring::rand::SystemRandom::new())
+            .map_err(|_| RandomUnavailable)?
+            .expose();
+        Ok(RequestIds {
+            nonce: u64::from_le_bytes(bytes),
+        })
+    }
+
+    /// The id of the connect hook POST.
+    pub fn connect(&self) -> HeaderValue {
+        self.value(format_args!("c"))
+    }
+
+    /// The id of the frame POST of message `seq`.
+    pub fn frame(&self, seq: u64) -> HeaderValue {
+        self.value(format_args!("{seq}"))
+    }
+
+    /// The id of the disconnect POST.
+    pub fn disconnect(&self) -> HeaderValue {
+        self.value(format_args!("d"))
+    }
+
+    fn value(&self, place: fmt::Arguments<'_>) -> HeaderValue {
+        let text = format!("{:016x}-{place}", self.nonce);
+        // Hex digits, '-' and a number or a letter: always a valid header value.
+        HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    }
+}
 
 /// What a connect hook decided.
 #[derive(Debug)]
@@ -374,7 +429,13 @@ impl BackendClient {
                 .acquire_owned()
                 .await
                 .map_err(|_| BackendError::Timeout)?;
-            let response = request.send().await.map_err(BackendError::from_reqwest)?;
+            let mut request = request.build().map_err(BackendError::from_reqwest)?;
+            self.sign(&mut request);
+            let response = self
+                .http
+                .execute(request)
+                .await
+                .map_err(BackendError::from_reqwest)?;
             Ok(Answer {
                 response,
                 _permit: permit,
@@ -428,11 +489,13 @@ impl BackendClient {
     }
 
     /// POSTs one client message. A 2xx answer with a non-empty body is a reply to deliver to
-    /// the client. Transient failures are retried with the same `x-ws-proxy-seq`.
+    /// the client. Transient failures are retried with the same `x-ws-proxy-seq` and
+    /// `x-ws-proxy-request-id`.
     pub async fn post_frame(
         &self,
         target: &BackendTarget,
         callback: &HeaderValue,
+        ids: &RequestIds,
         seq: u64,
         payload: &Payload,
     ) -> Result<Option<Payload>, BackendError> {
@@ -440,16 +503,16 @@ impl BackendClient {
             Payload::Text(_) => TEXT_CONTENT_TYPE,
             Payload::Binary(_) => BINARY_CONTENT_TYPE,
         };
+        let request_id = ids.frame(seq);
         let answer = self
             .send_with_retries(target, "frame", || {
-                let request = self
-                    .http
+                self.http
                     .post(target.url.clone())
                     .header(CONTENT_TYPE, content_type)
                     .header(HEADER_SEND, callback.clone())
                     .header(HEADER_SEQ, seq)
-                    .body(payload.bytes().clone());
-                self.sign(request, callback, payload.bytes())
+                    .header(HEADER_REQUEST_ID, request_id.clone())
+                    .body(payload.bytes().clone())
             })
             .await?;
         let headers = answer.response.headers();
@@ -473,6 +536,7 @@ impl BackendClient {
         &self,
         target: &BackendTarget,
         callback: &HeaderValue,
+        ids: &RequestIds,
         headers: reqwest::header::HeaderMap,
     ) -> Result<ConnectAnswer, BackendError> {
         let request = self
@@ -480,8 +544,8 @@ impl BackendClient {
             .post(target.url.clone())
             .headers(headers)
             .header(HEADER_SEND, callback.clone())
+            .header(HEADER_REQUEST_ID, ids.connect())
             .body(Bytes::new());
-        let request = self.sign(request, callback, b"");
         let mut answer = match self.attempt(target, "connect", request).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -537,15 +601,18 @@ impl BackendClient {
         &self,
         target: &BackendTarget,
         callback: &HeaderValue,
+        ids: &RequestIds,
         ending: &Ending,
     ) -> Result<(), BackendError> {
         let reason = header_safe_reason(&ending.reason);
+        let request_id = ids.disconnect();
         let answer = self
             .send_with_retries(target, "disconnect", || {
                 let mut request = self
                     .http
                     .post(target.url.clone())
                     .header(HEADER_SEND, callback.clone())
+                    .header(HEADER_REQUEST_ID, request_id.clone())
                     .header(HEADER_CLOSE_INITIATOR, ending.initiator.as_str())
                     .header(HEADER_CLOSE_CAUSE, ending.cause.as_str())
                     .header(CONTENT_TYPE, TEXT_CONTENT_TYPE)
@@ -555,7 +622,7 @@ impl BackendClient {
                         .header(HEADER_CLOSE_CODE, code)
                         .header(HEADER_CLOSE_REASON, reason.as_str());
                 }
-                self.sign(request, callback, b"")
+                request
             })
             .await?;
         // Drain (bounded) so the pooled connection can be reused.
@@ -564,17 +631,36 @@ impl BackendClient {
     }
 
     /// Adds `x-ws-proxy-signature` when signing is configured. Called for every attempt, so a
-    /// retry carries a fresh timestamp.
-    fn sign(
-        &self,
-        request: reqwest::RequestBuilder,
-        callback: &HeaderValue,
-        body: &[u8],
-    ) -> reqwest::RequestBuilder {
-        match &self.settings.signer {
-            Some(signer) => request.header(HEADER_SIGNATURE, signer.header(callback, body)),
-            None => request,
-        }
+    /// retry carries a fresh timestamp. Reads what it signs from the request as built, so what
+    /// is signed is what is sent.
+    fn sign(&self, request: &mut reqwest::Request) {
+        let Some(signer) = &self.settings.signer else {
+            return;
+        };
+        let value = {
+            let headers = request.headers();
+            let header = |name: &str| headers.get(name).map_or(&[][..], HeaderValue::as_bytes);
+            signer.header(&SignedRequest {
+                method: request.method().as_str(),
+                // The fragment, if any, is never sent.
+                url: &request.url()[..url::Position::AfterQuery],
+                request_id: header(HEADER_REQUEST_ID),
+                seq: header(HEADER_SEQ),
+                content_type: header(CONTENT_TYPE.as_str()),
+                send: header(HEADER_SEND),
+                request_uri: header(HEADER_REQUEST_URI),
+                close_code: header(HEADER_CLOSE_CODE),
+                close_reason: header(HEADER_CLOSE_REASON),
+                close_initiator: header(HEADER_CLOSE_INITIATOR),
+                close_cause: header(HEADER_CLOSE_CAUSE),
+                // Every body here is `Bytes` (never a stream), so `as_bytes` sees all of it.
+                body: request
+                    .body()
+                    .and_then(reqwest::Body::as_bytes)
+                    .unwrap_or_default(),
+            })
+        };
+        request.headers_mut().insert(HEADER_SIGNATURE, value);
     }
 
     /// Reads a reply body, refusing more than `max_reply_size` bytes.
@@ -644,6 +730,27 @@ mod tests {
             Some(Duration::from_secs(u64::MAX))
         );
         assert_eq!(retry_after(None), None);
+    }
+
+    #[test]
+    fn request_ids_name_their_place_after_a_per_connection_nonce() {
+        let ids = RequestIds::random().unwrap_or(RequestIds { nonce: 7 });
+        let connect = ids.connect();
+        let connect = connect.to_str().unwrap_or_default();
+        let (nonce, place) = connect.split_once('-').unwrap_or_default();
+        assert_eq!(nonce.len(), 16);
+        assert!(nonce.bytes().all(|b| b.is_ascii_hexdigit()), "{nonce}");
+        assert_eq!(place, "c");
+        assert_eq!(ids.frame(17), format!("{nonce}-17").as_str());
+        assert_eq!(ids.disconnect(), format!("{nonce}-d").as_str());
+        assert_eq!(ids.frame(3), ids.frame(3), "stable for retries");
+        let other = RequestIds::random().unwrap_or(RequestIds { nonce: 8 });
+        assert_ne!(ids, other, "a fresh nonce per connection");
+        assert_eq!(
+            RequestIds { nonce: 0xab }.frame(0),
+            "00000000000000ab-0",
+            "zero-padded"
+        );
     }
 
     #[test]

@@ -259,6 +259,12 @@ pub struct Cli {
     )]
     pub signing_secret_file: Vec<PathBuf>,
 
+    /// Migration aid: besides the v2= signatures, also send the old v1= ones (over timestamp,
+    /// x-ws-proxy-send and body only), so verifiers not yet upgraded keep working. Turn it off
+    /// once every backend verifies v2. Needs a signing secret. [default: off]
+    #[arg(long, env = "WS_BRIDGE_SIGNING_V1")]
+    pub signing_v1: bool,
+
     /// Refuse backend URLs whose host resolves to a loopback, private, link-local, CGNAT,
     /// unique-local or other special address, at the handshake (403) and at every request.
     /// [default: off]
@@ -441,7 +447,8 @@ pub struct Config {
     pub rate_limit_action: RateLimitAction,
     /// Time allowed for one write to a client.
     pub client_write_timeout: Duration,
-    /// Signs backend requests, when secrets are configured.
+    /// Signs backend requests, when secrets are configured (with `v1=` values too under
+    /// `--signing-v1`).
     pub signer: Option<Signer>,
     /// Whether backend URLs resolving to private addresses are refused.
     pub deny_private_networks: bool,
@@ -579,6 +586,16 @@ impl TryFrom<Cli> for Config {
             }
         }
         let signer = signer(&cli.signing_secret, &cli.signing_secret_file)?;
+        let signer = match (signer, cli.signing_v1) {
+            (Some(signer), v1) => Some(signer.with_v1(v1)),
+            (None, false) => None,
+            (None, true) => {
+                return Err(ConfigError::Secret {
+                    flag: "--signing-v1",
+                    reason: "there is no secret to sign with: give --signing-secret or --signing-secret-file too".into(),
+                });
+            }
+        };
         let allowed_origins = OriginPolicy::new(&cli.allowed_origin)?;
         let callback_cors_origins = if cli.callback_cors_origin.iter().any(|o| o.trim() == "*") {
             None
@@ -859,6 +876,13 @@ impl Config {
                 },
             ),
             (
+                "signing-v1",
+                self.signer
+                    .as_ref()
+                    .is_some_and(Signer::sends_v1)
+                    .to_string(),
+            ),
+            (
                 "deny-private-networks",
                 self.deny_private_networks.to_string(),
             ),
@@ -1070,5 +1094,23 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(msg.contains("--send-queue"), "{msg}");
+    }
+
+    #[test]
+    fn signing_v1_needs_a_secret_and_reaches_the_signer() {
+        let msg = Config::from_args(["--signing-v1"])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            msg.contains("--signing-v1") && msg.contains("--signing-secret"),
+            "{msg}"
+        );
+        let secret = "a-secret-of-enough-bytes";
+        let plain = Config::from_args(["--signing-secret", secret]);
+        let plain = plain.ok().and_then(|c| c.signer);
+        assert!(plain.is_some_and(|s| !s.sends_v1()));
+        let both = Config::from_args(["--signing-secret", secret, "--signing-v1"]);
+        let both = both.ok().and_then(|c| c.signer);
+        assert!(both.is_some_and(|s| s.sends_v1()));
     }
 }

@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, error, info, warn};
 
-use crate::backend::{BackendClient, BackendError, BackendTarget};
+use crate::backend::{BackendClient, BackendError, BackendTarget, RequestIds};
 use crate::close::{Cause, Ending, Initiator};
 use crate::config::RateLimitAction;
 use crate::limits::{ConnectionSlot, TokenBucket, worth_logging};
@@ -55,6 +55,8 @@ pub(crate) struct Connection {
     pub(crate) disconnect_url: Option<BackendTarget>,
     /// The callback URL as a header value, built once.
     pub(crate) callback: HeaderValue,
+    /// The `x-ws-proxy-request-id`s of this connection's backend requests.
+    pub(crate) request_ids: RequestIds,
     pub(crate) registration: Registration,
     pub(crate) outbound: mpsc::Receiver<Outbound>,
     /// Counters shared with the registry (read by `GET {callback}`).
@@ -118,6 +120,7 @@ struct Task<S> {
     metrics: Arc<Metrics>,
     frame_url: Arc<BackendTarget>,
     callback: HeaderValue,
+    request_ids: RequestIds,
     /// Dropped when the loop ends: callbacks answer 404 from then on.
     registration: Option<Registration>,
     outbound: mpsc::Receiver<Outbound>,
@@ -168,6 +171,7 @@ where
                 backend: backend.clone(),
                 target,
                 callback: conn.callback.clone(),
+                request_ids: conn.request_ids,
             })),
             _open: OpenConnection {
                 metrics: Arc::clone(&metrics),
@@ -177,6 +181,7 @@ where
             metrics,
             frame_url: conn.frame_url,
             callback: conn.callback,
+            request_ids: conn.request_ids,
             registration: Some(conn.registration),
             outbound: conn.outbound,
             stats: conn.stats,
@@ -234,9 +239,12 @@ where
             let backend = self.backend.clone();
             let url = Arc::clone(&self.frame_url);
             let callback = self.callback.clone();
+            let ids = self.request_ids;
             let seq = self.seq;
             self.in_flight = Some(Box::pin(async move {
-                backend.post_frame(&url, &callback, seq, &payload).await
+                backend
+                    .post_frame(&url, &callback, &ids, seq, &payload)
+                    .await
             }));
             self.seq += 1;
         }
@@ -453,7 +461,13 @@ where
         while let Some(payload) = self.pending.pop_front() {
             let posted = self
                 .backend
-                .post_frame(&self.frame_url, &self.callback, self.seq, &payload)
+                .post_frame(
+                    &self.frame_url,
+                    &self.callback,
+                    &self.request_ids,
+                    self.seq,
+                    &payload,
+                )
                 .await;
             if let Err(e) = posted {
                 warn!(seq = self.seq, error = %e.detail(), "frame POST failed while closing");
@@ -470,13 +484,14 @@ struct DisconnectNotice {
     backend: BackendClient,
     target: BackendTarget,
     callback: HeaderValue,
+    request_ids: RequestIds,
 }
 
 impl DisconnectNotice {
     async fn send(self, ending: &Ending) {
         if let Err(e) = self
             .backend
-            .post_disconnect(&self.target, &self.callback, ending)
+            .post_disconnect(&self.target, &self.callback, &self.request_ids, ending)
             .await
         {
             warn!(error = %e.detail(), "disconnect POST failed");
@@ -688,6 +703,7 @@ mod tests {
             target: backend.target(url),
             backend,
             callback: HeaderValue::from_static("http://bridge.test/x"),
+            request_ids: RequestIds::random().unwrap_or_else(|e| panic!("{e}")),
         }));
         let task = tokio::spawn(async move {
             let _owed = owed;
@@ -709,6 +725,7 @@ mod tests {
             target: backend.target(url),
             backend,
             callback: HeaderValue::from_static("http://bridge.test/x"),
+            request_ids: RequestIds::random().unwrap_or_else(|e| panic!("{e}")),
         }));
         owed.send(&Ending::client_gone("test")).await;
         drop(owed);

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{Instrument, info, info_span, warn};
 use url::Url;
 
-use crate::backend::{BackendError, ConnectAnswer};
+use crate::backend::{BackendError, ConnectAnswer, RequestIds};
 use crate::close::Ending;
 use crate::connection::{self, Connection};
 use crate::forwarded::{ClientOrigin, is_forwarding_header};
@@ -370,6 +370,14 @@ async fn accept(
         check_private_networks(shared, &urls).await?;
     }
     let id = ConnectionId::random();
+    let request_ids = RequestIds::random().map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{e}; try again later"),
+        )
+        .warn()
+    })?;
     let callback_url = format!("{}/{}", shared.base_url, id.full());
     let callback = HeaderValue::from_str(&callback_url).map_err(|_| {
         Refusal::new(
@@ -383,7 +391,7 @@ async fn accept(
     let hooked = match &urls.connect {
         Some(hook) => {
             let headers = forwarded_headers(request.headers(), &client, request.uri());
-            run_hook(shared, hook, &callback, headers, &offered).await?
+            run_hook(shared, hook, &callback, &request_ids, headers, &offered).await?
         }
         None => Hooked::default(),
     };
@@ -402,6 +410,7 @@ async fn accept(
         frame_url: Arc::new(shared.backend.target(urls.frame)),
         disconnect_url: urls.disconnect.map(|u| shared.backend.target(u)),
         callback,
+        request_ids,
         registration,
         outbound: receiver,
         stats,
@@ -459,7 +468,7 @@ async fn upgrade_and_run(
             if let Some(url) = &connection.disconnect_url
                 && let Err(e) = shared
                     .backend
-                    .post_disconnect(url, &connection.callback, &ending)
+                    .post_disconnect(url, &connection.callback, &connection.request_ids, &ending)
                     .await
             {
                 warn!(error = %e.detail(), "disconnect POST failed");
@@ -535,13 +544,14 @@ async fn run_hook(
     shared: &Shared,
     hook: &Url,
     callback: &HeaderValue,
+    request_ids: &RequestIds,
     headers: HeaderMap,
     offered: &[String],
 ) -> Result<Hooked, Refusal> {
     let target = shared.backend.target(hook.clone());
     match shared
         .backend
-        .post_connect(&target, callback, headers)
+        .post_connect(&target, callback, request_ids, headers)
         .await
     {
         Ok(ConnectAnswer::Accept {

@@ -158,6 +158,7 @@ send-queue = 5
 allowlist = ['http://a\.example/.*', 'http://b\.example/.*']
 deny-private-networks = true
 signing-secret = "a-file-secret-0123456789"
+signing-v1 = true
 "#,
     )
     .unwrap();
@@ -192,6 +193,7 @@ signing-secret = "a-file-secret-0123456789"
     );
     assert_eq!(value(&out, "ping-interval"), "30s", "default");
     assert_eq!(value(&out, "signing-secret"), "1 secret(s), redacted");
+    assert_eq!(value(&out, "signing-v1"), "true", "file beats default");
     assert!(!out.contains("a-file-secret"), "secrets never printed");
     assert!(out.trim_end().ends_with("# configuration is valid"));
 
@@ -217,6 +219,7 @@ fn check_config_exits_64_on_a_bad_configuration() {
             "idle-timeout = \"1s\"\nping-interval = \"2s\"\n",
             "--idle-timeout",
         ),
+        ("signing-v1 = true\n", "--signing-v1"),
     ] {
         let file = dir.join("bad.toml");
         std::fs::write(&file, content).unwrap();

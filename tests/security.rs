@@ -1,6 +1,8 @@
 //! Security over real sockets: signed requests verified by the README's Python and JavaScript
-//! snippets running as real backends, --deny-private-networks, --allowed-origin, header
-//! hygiene, --callback-cors-origin, and handshake timeouts against slowloris.
+//! snippets running as real backends (replays to another endpoint, with another seq or with
+//! other close headers refused), request ids, --signing-v1, --deny-private-networks,
+//! --allowed-origin, header hygiene, --callback-cors-origin, and handshake timeouts against
+//! slowloris.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const SECRET: &str = "test-secret-0123456789abcdef";
@@ -24,14 +27,20 @@ async fn free_port() -> u16 {
 }
 
 /// Starts a verifying backend (`python3 examples/verify_signature.py` or the Node one) and
-/// returns it with a channel of its "<path> ok|refused" lines.
+/// returns it with a channel of its "<path> ok|refused" lines. `origin` is its
+/// `PUBLIC_ORIGIN` (by default the address it listens on).
 async fn verifier(
     program: &str,
     script: &str,
     secret: &str,
+    origin: Option<&str>,
 ) -> (Child, u16, mpsc::UnboundedReceiver<String>) {
     let port = free_port().await;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    if let Some(origin) = origin {
+        command.env("PUBLIC_ORIGIN", origin);
+    }
+    let mut child = command
         .arg(script)
         .arg(port.to_string())
         .env("WS_BRIDGE_SIGNING_SECRET", secret)
@@ -66,7 +75,7 @@ async fn next_line(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
 }
 
 async fn signed_round_trip(program: &str, script: &str) {
-    let (_child, port, mut lines) = verifier(program, script, SECRET).await;
+    let (_child, port, mut lines) = verifier(program, script, SECRET, None).await;
     let allow = format!(r"http://127\.0\.0\.1:{port}/.*");
     // Two secrets, as during a rotation: the backend knows only the second.
     let bridge = Bridge::start(&[
@@ -124,11 +133,10 @@ async fn the_readme_python_snippet_verifies_real_signed_requests() {
     bounded(async {
         let readme = std::fs::read_to_string("README.md").unwrap();
         let script = std::fs::read_to_string("examples/verify_signature.py").unwrap();
-        let verify_fn =
-            &script[script.find("def verify").unwrap()..script.find("class Backend").unwrap()];
+        let program = &script[script.find("import hashlib").unwrap()..];
         assert!(
-            readme.contains(verify_fn.trim()),
-            "README shows examples/verify_signature.py's verify()"
+            readme.contains(program.trim()),
+            "README shows examples/verify_signature.py from its imports on"
         );
         signed_round_trip("python3", "examples/verify_signature.py").await;
     })
@@ -137,24 +145,290 @@ async fn the_readme_python_snippet_verifies_real_signed_requests() {
 
 #[tokio::test]
 async fn the_readme_javascript_snippet_verifies_real_signed_requests() {
-    if std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: node is not installed");
+    if node_missing() {
         return;
     }
     bounded(async {
         let readme = std::fs::read_to_string("README.md").unwrap();
         let script = std::fs::read_to_string("examples/verify_signature.mjs").unwrap();
-        let verify_fn = &script
-            [script.find("export function verify").unwrap()..script.find("createServer(").unwrap()];
+        let program = &script[script.find("import { createHmac").unwrap()..];
         assert!(
-            readme.contains(verify_fn.trim()),
-            "README shows examples/verify_signature.mjs's verify()"
+            readme.contains(program.trim()),
+            "README shows examples/verify_signature.mjs from its imports on"
         );
         signed_round_trip("node", "examples/verify_signature.mjs").await;
+    })
+    .await;
+}
+
+fn node_missing() -> bool {
+    let missing = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err();
+    if missing {
+        eprintln!("SKIPPED: node is not installed");
+    }
+    missing
+}
+
+/// Sends a request the backend recorded again, to `url`, with some headers set (`Some`) or
+/// removed (`None`); returns the status.
+async fn replay(recorded: &Recorded, url: &str, changes: &[(&'static str, Option<&str>)]) -> u16 {
+    let mut headers = recorded.headers.clone();
+    headers.remove("content-length");
+    for (name, value) in changes {
+        match value {
+            Some(v) => headers.insert(*name, v.parse().unwrap()),
+            None => headers.remove(*name),
+        };
+    }
+    http_client()
+        .post(url)
+        .headers(headers)
+        .body(recorded.body.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Captures signed frame and disconnect POSTs at a recording backend, then replays them to a
+/// verifier standing in for that backend (its `PUBLIC_ORIGIN` is the recording backend's):
+/// the originals verify; another seq, another path, another backend sharing the secret and
+/// other close headers do not.
+async fn replays_fail_verification(program: &str, script: &str) {
+    let backend = Backend::start().await;
+    let origin = format!("http://{}", backend.addr);
+    let (_verifier, port, mut lines) = verifier(program, script, SECRET, Some(&origin)).await;
+    let (_other, other_port, mut other_lines) = verifier(program, script, SECRET, None).await;
+    let bridge = Bridge::for_backend(&backend, &["--signing-secret", SECRET]).await;
+    let mut client = bridge
+        .client(&backend, "/frame?room=42", Some("/disconnect"))
+        .await;
+    send_text(&mut client, "first").await;
+    send_text(&mut client, "second").await;
+    let frames = backend.wait_for("/frame", 2).await;
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    let disconnect = backend.wait_for("/disconnect", 1).await[0].clone();
+    let at = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let frame = &frames[0];
+    assert_eq!(frame.seq(), Some(0));
+
+    let mut check = async |request: &Recorded,
+                           path: &str,
+                           changes: &[(&'static str, Option<&str>)],
+                           ok: bool| {
+        let status = replay(request, &at(path), changes).await;
+        let verdict = if ok { "ok" } else { "refused" };
+        assert_eq!(
+            (status, next_line(&mut lines).await),
+            (if ok { 204 } else { 401 }, format!("{path} {verdict}")),
+            "{path} with {changes:?}"
+        );
+    };
+    // The request as captured verifies.
+    check(frame, "/frame?room=42", &[], true).await;
+    // Another seq, alone or with the matching request id.
+    check(
+        frame,
+        "/frame?room=42",
+        &[("x-ws-proxy-seq", Some("1"))],
+        false,
+    )
+    .await;
+    let second_id = frames[1].header("x-ws-proxy-request-id").unwrap();
+    let as_second = [
+        ("x-ws-proxy-seq", Some("1")),
+        ("x-ws-proxy-request-id", Some(second_id)),
+    ];
+    check(frame, "/frame?room=42", &as_second, false).await;
+    check(frame, "/frame?room=42", &[("x-ws-proxy-seq", None)], false).await;
+    // Another endpoint: another path, another query.
+    check(frame, "/disconnect", &[], false).await;
+    check(frame, "/frame?room=43", &[], false).await;
+    check(frame, "/frame", &[], false).await;
+    // Another content type.
+    let binary = [("content-type", Some("application/octet-stream"))];
+    check(frame, "/frame?room=42", &binary, false).await;
+
+    // The disconnect POST as captured verifies; with other close headers it does not.
+    assert_eq!(disconnect.header("x-ws-proxy-close-code"), Some("1000"));
+    check(&disconnect, "/disconnect", &[], true).await;
+    for changed in [
+        ("x-ws-proxy-close-code", Some("4000")),
+        ("x-ws-proxy-close-code", None),
+        ("x-ws-proxy-close-reason", Some("other")),
+        ("x-ws-proxy-close-initiator", Some("bridge")),
+        ("x-ws-proxy-close-cause", Some("shutdown")),
+    ] {
+        check(&disconnect, "/disconnect", &[changed], false).await;
+    }
+    check(&disconnect, "/frame?room=42", &[], false).await;
+
+    // Another backend holding the same secret, even with the original Host header (the
+    // recorded headers carry it): refused, since it checks against its own origin.
+    let status = replay(
+        frame,
+        &format!("http://127.0.0.1:{other_port}/frame?room=42"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(next_line(&mut other_lines).await, "/frame?room=42 refused");
+}
+
+#[tokio::test]
+async fn replays_with_another_seq_endpoint_or_close_headers_fail_python_verification() {
+    bounded(replays_fail_verification(
+        "python3",
+        "examples/verify_signature.py",
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn replays_with_another_seq_endpoint_or_close_headers_fail_javascript_verification() {
+    if node_missing() {
+        return;
+    }
+    bounded(replays_fail_verification(
+        "node",
+        "examples/verify_signature.mjs",
+    ))
+    .await;
+}
+
+/// The request ids of one connection's requests, in arrival order, with their paths.
+fn request_ids(backend: &Backend, paths: &[&str]) -> Vec<(String, String)> {
+    let mut ids = Vec::new();
+    for path in paths {
+        for r in backend.requests(path) {
+            let id = r.header("x-ws-proxy-request-id");
+            ids.push((
+                path.to_string(),
+                id.expect("x-ws-proxy-request-id").to_owned(),
+            ));
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn request_ids_are_on_every_request_the_same_across_retries_and_unique() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &["--signing-secret", SECRET]).await;
+        // Frames and the disconnect go to /flaky: a 503 to the first attempt of each.
+        let url = format!(
+            "{}&c={}",
+            bridge.connect_url(&backend.url("/flaky"), Some(&backend.url("/flaky"))),
+            encode(&backend.url("/hook"))
+        );
+        let mut client = connect(&url).await;
+        send_text(&mut client, "zero").await;
+        send_text(&mut client, "one").await;
+        backend.wait_for("/flaky", 4).await;
+        client.close(None).await.unwrap();
+        let flaky = backend.wait_for("/flaky", 6).await;
+        let callback = backend.callback_url("/hook").await;
+
+        let ids = request_ids(&backend, &["/hook", "/flaky"]);
+        let nonce = ids[0]
+            .1
+            .strip_suffix("-c")
+            .expect("the hook's id ends in -c");
+        assert_eq!(nonce.len(), 16, "{nonce}");
+        assert!(nonce.bytes().all(|b| b.is_ascii_hexdigit()), "{nonce}");
+        let places: Vec<&str> = ids
+            .iter()
+            .map(|(_, id)| id.strip_prefix(&format!("{nonce}-")).expect("one nonce"))
+            .collect();
+        // Each request twice (a 503, then the retry), with the same id; the hook once.
+        assert_eq!(places, ["c", "0", "0", "1", "1", "d", "d"], "{ids:?}");
+        assert_eq!(flaky[0].header("x-ws-proxy-seq"), Some("0"));
+        assert_eq!(flaky[2].header("x-ws-proxy-seq"), Some("1"));
+        // Retries are re-signed: same request id, but the signature is computed again.
+        assert!(
+            flaky
+                .iter()
+                .all(|r| r.header("x-ws-proxy-signature").is_some())
+        );
+        // The id reveals nothing of the callback URL.
+        let capability: String = callback.rsplit('/').next().unwrap().replace('-', "");
+        assert!(!capability.contains(nonce), "{callback} vs {nonce}");
+
+        // Another connection draws another nonce.
+        let mut second = bridge.client(&backend, "/frame", None).await;
+        send_text(&mut second, "x").await;
+        let other = backend.wait_for("/frame", 1).await[0]
+            .header("x-ws-proxy-request-id")
+            .unwrap()
+            .to_owned();
+        assert!(other.ends_with("-0"), "{other}");
+        assert!(!other.starts_with(nonce), "{other} vs {nonce}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn signing_v1_also_sends_the_old_values_for_old_verifiers() {
+    use ring::hmac;
+    bounded(async {
+        let backend = Backend::start().await;
+        let values = |signature: &str, scheme: &str| -> Vec<String> {
+            signature
+                .split(',')
+                .filter_map(|p| p.strip_prefix(&format!("{scheme}=")))
+                .map(str::to_owned)
+                .collect()
+        };
+        // By default: v2 only.
+        let bridge = Bridge::for_backend(&backend, &["--signing-secret", SECRET]).await;
+        let mut client = bridge.client(&backend, "/frame", None).await;
+        send_text(&mut client, "new").await;
+        let frame = backend.wait_for("/frame", 1).await[0].clone();
+        let signature = frame.header("x-ws-proxy-signature").unwrap();
+        assert_eq!(values(signature, "v2").len(), 1, "{signature}");
+        assert!(values(signature, "v1").is_empty(), "{signature}");
+
+        // With --signing-v1, each secret's v1= follows, over "<t>.<send>.<body>" as before.
+        let old = "old-secret-0123456789abc";
+        let bridge = Bridge::for_backend(
+            &backend,
+            &[
+                "--signing-secret",
+                SECRET,
+                "--signing-secret",
+                old,
+                "--signing-v1",
+            ],
+        )
+        .await;
+        let mut client = bridge.client(&backend, "/frame", None).await;
+        send_text(&mut client, "old").await;
+        let frame = backend.wait_for("/frame", 2).await[1].clone();
+        let signature = frame.header("x-ws-proxy-signature").unwrap();
+        assert_eq!(values(signature, "v2").len(), 2, "{signature}");
+        let t = &values(signature, "t")[0];
+        let send = frame.header("x-ws-proxy-send").unwrap();
+        let signed = [t.as_bytes(), b".", send.as_bytes(), b".", &frame.body].concat();
+        let expected: Vec<String> = [SECRET, old]
+            .iter()
+            .map(|secret| {
+                let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+                let tag = hmac::sign(&key, &signed);
+                tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+            })
+            .collect();
+        assert_eq!(values(signature, "v1"), expected, "{signature}");
     })
     .await;
 }
@@ -348,7 +622,7 @@ async fn a_bridge_with_tls_drops_clients_that_never_say_hello() {
 async fn a_backend_refusing_the_signature_closes_with_1011() {
     bounded(async {
         let (_child, port, mut lines) =
-            verifier("python3", "examples/verify_signature.py", SECRET).await;
+            verifier("python3", "examples/verify_signature.py", SECRET, None).await;
         let allow = format!(r"http://127\.0\.0\.1:{port}/.*");
         let bridge = Bridge::start(&[
             "--allowlist",
