@@ -329,6 +329,7 @@ pub(crate) async fn connect(State(shared): State<Arc<Shared>>, mut request: Requ
         Err(refusal) => {
             shared.metrics.refusal(match refusal {
                 LimitRefusal::Full { .. } => "max-connections",
+                LimitRefusal::OpenFiles { .. } => "open-files",
                 LimitRefusal::PerIp { .. } => "max-connections-per-ip",
             });
             return limit_refusal(refusal, client_addr);
@@ -488,6 +489,18 @@ fn limit_refusal(refusal: LimitRefusal, client_addr: SocketAddr) -> Response {
             ),
             total,
             "--max-connections",
+        ),
+        LimitRefusal::OpenFiles {
+            limit,
+            open_files,
+            total,
+        } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this bridge is at its limit of {limit} open connections, all that its open-files limit ({open_files}) holds; retry later"
+            ),
+            total,
+            "open files (RLIMIT_NOFILE): raise it (ulimit -n, LimitNOFILE=) or lower --max-connections",
         ),
         LimitRefusal::PerIp { limit, total } => (
             StatusCode::TOO_MANY_REQUESTS,

@@ -16,7 +16,8 @@
 //!
 //! Around them: [`config`] (flags, validation), [`idle`] (silent HTTP connections), [`tls`] (certificates), [`payload`] (text vs
 //! binary across HTTP), [`close`] (close codes, causes, initiators), [`limits`] (connection
-//! counts, message rates, refusal counters), [`metrics`] (Prometheus exposition), [`origin`] (Origin checks), [`signing`]
+//! counts, message rates, refusal counters), [`fdlimit`] (the open-files limit: raised at
+//! startup, and how many connections it holds), [`metrics`] (Prometheus exposition), [`origin`] (Origin checks), [`signing`]
 //! (HMAC signatures on backend requests), [`ssrf`] (private-network refusal and the guarded
 //! resolver), [`shutdown`] (signals).
 
@@ -26,6 +27,7 @@ pub mod callback;
 pub mod close;
 pub mod config;
 pub mod connection;
+pub mod fdlimit;
 pub mod handshake;
 pub mod idle;
 pub mod limits;

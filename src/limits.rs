@@ -19,6 +19,15 @@ pub enum LimitRefusal {
         /// Refusals of this kind so far.
         total: u64,
     },
+    /// The connection limit was lowered to what the open-files limit holds, and reached (503).
+    OpenFiles {
+        /// The lowered limit.
+        limit: usize,
+        /// The soft open-files limit (`RLIMIT_NOFILE`) that lowered it.
+        open_files: u64,
+        /// Refusals of this kind so far (counted with [`LimitRefusal::Full`]).
+        total: u64,
+    },
     /// `--max-connections-per-ip` reached for this IP (429).
     PerIp {
         /// The limit.
@@ -34,6 +43,9 @@ pub struct ConnectionLimits {
     max: usize,
     per_ip: usize,
     open: AtomicUsize,
+    /// The open-files limit when it, not `--max-connections`, set `max` (see
+    /// [`ConnectionLimits::capped_by_open_files`]).
+    open_files: Option<u64>,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Handshakes refused by `--max-connections`.
     pub refused_full: AtomicU64,
@@ -50,11 +62,22 @@ impl ConnectionLimits {
             max,
             per_ip,
             open: AtomicUsize::new(0),
+            open_files: None,
             by_ip: Mutex::default(),
             refused_full: AtomicU64::new(0),
             refused_per_ip: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
         }
+    }
+
+    /// Lowers the connection limit to `fit` when that is below it: the open-files limit
+    /// `open_files` holds no more (see [`crate::fdlimit::DescriptorBudget`]).
+    pub fn capped_by_open_files(mut self, fit: usize, open_files: u64) -> Self {
+        if fit < self.max {
+            self.max = fit;
+            self.open_files = Some(open_files);
+        }
+        self
     }
 
     /// Open connections now.
@@ -72,9 +95,16 @@ impl ConnectionLimits {
             });
         if reserved.is_err() {
             let total = self.refused_full.fetch_add(1, Ordering::Relaxed) + 1;
-            return Err(LimitRefusal::Full {
-                limit: self.max,
-                total,
+            return Err(match self.open_files {
+                Some(open_files) => LimitRefusal::OpenFiles {
+                    limit: self.max,
+                    open_files,
+                    total,
+                },
+                None => LimitRefusal::Full {
+                    limit: self.max,
+                    total,
+                },
             });
         }
         if self.per_ip > 0 {
@@ -199,6 +229,30 @@ mod tests {
         assert!(matches!(
             limits.try_acquire(mapped),
             Err(LimitRefusal::PerIp { .. })
+        ));
+    }
+
+    #[test]
+    fn the_open_files_limit_lowers_the_limit_and_says_so() {
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let limits = Arc::new(ConnectionLimits::new(3, 0).capped_by_open_files(1, 256));
+        let slot = limits.try_acquire(ip);
+        assert!(slot.is_ok());
+        assert!(matches!(
+            limits.try_acquire(ip),
+            Err(LimitRefusal::OpenFiles {
+                limit: 1,
+                open_files: 256,
+                total: 1
+            })
+        ));
+        // A budget above --max-connections changes nothing.
+        let limits = Arc::new(ConnectionLimits::new(1, 0).capped_by_open_files(5, 20_000));
+        let slot = limits.try_acquire(ip);
+        assert!(slot.is_ok());
+        assert!(matches!(
+            limits.try_acquire(ip),
+            Err(LimitRefusal::Full { limit: 1, total: 1 })
         ));
     }
 
