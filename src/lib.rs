@@ -19,7 +19,8 @@
 //! counts, message rates, refusal counters), [`fdlimit`] (the open-files limit: raised at
 //! startup, and how many connections it holds), [`metrics`] (Prometheus exposition), [`origin`] (Origin checks), [`signing`]
 //! (HMAC signatures on backend requests), [`ssrf`] (private-network refusal and the guarded
-//! resolver), [`shutdown`] (signals).
+//! resolver), [`shutdown`] (signals). With the `fuzzing` feature, a hidden `fuzzing` module
+//! re-exports every parser of client and backend bytes for the fuzz targets in `fuzz/`.
 
 pub mod allowlist;
 pub mod backend;
@@ -28,6 +29,9 @@ pub mod close;
 pub mod config;
 pub mod connection;
 pub mod fdlimit;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod idle;
 pub mod limits;
