@@ -1036,8 +1036,26 @@ pub fn parse_size(value: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{value:?} is too large"))
 }
 
+/// Longest number in a duration: 999,999,999 years is far beyond any setting, and the bound
+/// keeps every sum far from `u64::MAX` seconds, where humantime 2.4 panics instead of
+/// reporting an overflow (found by `fuzz/fuzz_targets/small_values.rs`:
+/// `18446744073709551615s 500ms 500ms`).
+const MAX_DURATION_DIGITS: usize = 9;
+/// Longest duration text; with [`MAX_DURATION_DIGITS`] it bounds the sum of all terms.
+const MAX_DURATION_LEN: usize = 256;
+
 /// Parses a duration such as `10s`, `250ms` or `1m 30s`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let longest_number = value
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    if longest_number > MAX_DURATION_DIGITS || value.len() > MAX_DURATION_LEN {
+        return Err(format!(
+            "{value:?} is too large a duration (at most {MAX_DURATION_DIGITS} digits per number, {MAX_DURATION_LEN} characters)"
+        ));
+    }
     humantime::parse_duration(value.trim())
         .map_err(|e| format!("{value:?} is not a duration such as 10s or 500ms ({e})"))
 }
@@ -1054,6 +1072,18 @@ mod tests {
         assert_eq!(parse_size("2KB"), Ok(2_000));
         assert!(parse_size("MiB").is_err());
         assert!(parse_size("1 parsec").is_err());
+    }
+
+    #[test]
+    fn huge_durations_are_refused_not_a_panic() {
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("999999999s"),
+            Ok(Duration::from_secs(999_999_999))
+        );
+        assert!(parse_duration("18446744073709551615s 500ms 500ms").is_err());
+        assert!(parse_duration("1000000000s").is_err());
+        assert!(parse_duration(&"1s ".repeat(100)).is_err());
     }
 
     #[test]

@@ -611,6 +611,13 @@ fn limit_refusal(refusal: LimitRefusal) -> Refusal {
                 "this bridge is at its limit of {limit} open connections (--max-connections); retry later"
             ),
         ),
+        LimitRefusal::OpenFiles { limit, open_files } => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "open-files",
+            format!(
+                "this bridge is at its limit of {limit} open connections, all that its open-files limit ({open_files}) holds; retry later (operator: raise it with ulimit -n or LimitNOFILE=, or lower --max-connections)"
+            ),
+        ),
         LimitRefusal::PerIp { limit } => Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
             "max-connections-per-ip",

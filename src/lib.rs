@@ -16,9 +16,11 @@
 //!
 //! Around them: [`config`] (flags, validation), [`idle`] (silent HTTP connections), [`tls`] (certificates), [`payload`] (text vs
 //! binary across HTTP), [`close`] (close codes, causes, initiators), [`limits`] (connection
-//! counts, message rates, refusal counters), [`metrics`] (Prometheus exposition), [`origin`] (Origin checks), [`forwarded`] (the client's address behind trusted proxies, forwarding headers), [`signing`]
+//! counts, message rates), [`fdlimit`] (the open-files limit: raised at startup, and how many
+//! connections it holds), [`metrics`] (Prometheus exposition), [`origin`] (Origin checks), [`forwarded`] (the client's address behind trusted proxies, forwarding headers), [`signing`]
 //! (HMAC signatures on backend requests), [`ssrf`] (private-network refusal and the guarded
-//! resolver), [`shutdown`] (signals).
+//! resolver), [`shutdown`] (signals). With the `fuzzing` feature, a hidden `fuzzing` module
+//! re-exports every parser of client and backend bytes for the fuzz targets in `fuzz/`.
 
 pub mod allowlist;
 pub mod backend;
@@ -26,7 +28,11 @@ pub mod callback;
 pub mod close;
 pub mod config;
 pub mod connection;
+pub mod fdlimit;
 pub mod forwarded;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod idle;
 pub mod limits;

@@ -18,6 +18,13 @@ pub enum LimitRefusal {
         /// The limit.
         limit: usize,
     },
+    /// The connection limit was lowered to what the open-files limit holds, and reached (503).
+    OpenFiles {
+        /// The lowered limit.
+        limit: usize,
+        /// The soft open-files limit (`RLIMIT_NOFILE`) that lowered it.
+        open_files: u64,
+    },
     /// `--max-connections-per-ip` reached for this address (429).
     PerIp {
         /// The limit.
@@ -31,6 +38,9 @@ pub struct ConnectionLimits {
     max: usize,
     per_ip: usize,
     open: AtomicUsize,
+    /// The open-files limit when it, not `--max-connections`, set `max` (see
+    /// [`ConnectionLimits::capped_by_open_files`]).
+    open_files: Option<u64>,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -41,8 +51,19 @@ impl ConnectionLimits {
             max,
             per_ip,
             open: AtomicUsize::new(0),
+            open_files: None,
             by_ip: Mutex::default(),
         }
+    }
+
+    /// Lowers the connection limit to `fit` when that is below it: the open-files limit
+    /// `open_files` holds no more (see [`crate::fdlimit::DescriptorBudget`]).
+    pub fn capped_by_open_files(mut self, fit: usize, open_files: u64) -> Self {
+        if fit < self.max {
+            self.max = fit;
+            self.open_files = Some(open_files);
+        }
+        self
     }
 
     /// Open connections now.
@@ -59,7 +80,13 @@ impl ConnectionLimits {
                 (n < self.max).then_some(n + 1)
             });
         if reserved.is_err() {
-            return Err(LimitRefusal::Full { limit: self.max });
+            return Err(match self.open_files {
+                Some(open_files) => LimitRefusal::OpenFiles {
+                    limit: self.max,
+                    open_files,
+                },
+                None => LimitRefusal::Full { limit: self.max },
+            });
         }
         if self.per_ip > 0 {
             let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
@@ -215,6 +242,29 @@ mod tests {
             Err(LimitRefusal::PerIp { .. })
         ));
         assert!(limits.try_acquire(ip("2001:db8:1:3::1")).is_ok());
+    }
+
+    #[test]
+    fn the_open_files_limit_lowers_the_limit_and_says_so() {
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let limits = Arc::new(ConnectionLimits::new(3, 0).capped_by_open_files(1, 256));
+        let slot = limits.try_acquire(ip);
+        assert!(slot.is_ok());
+        assert!(matches!(
+            limits.try_acquire(ip),
+            Err(LimitRefusal::OpenFiles {
+                limit: 1,
+                open_files: 256,
+            })
+        ));
+        // A budget above --max-connections changes nothing.
+        let limits = Arc::new(ConnectionLimits::new(1, 0).capped_by_open_files(5, 20_000));
+        let slot = limits.try_acquire(ip);
+        assert!(slot.is_ok());
+        assert!(matches!(
+            limits.try_acquire(ip),
+            Err(LimitRefusal::Full { limit: 1 })
+        ));
     }
 
     #[test]

@@ -54,6 +54,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logs(log_format);
+    // Before any socket is opened: the stock soft limit (1024) holds about 500 clients.
+    match websocket_bridge::fdlimit::raise_soft_limit() {
+        Ok(raised) if raised.now.soft > raised.from => tracing::info!(
+            from = raised.from,
+            to = raised.now.soft,
+            "raised the open-files limit (RLIMIT_NOFILE) to the hard limit"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "going on with the open-files limit in force"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

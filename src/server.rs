@@ -28,6 +28,7 @@ use url::Url;
 
 use crate::backend::{BackendClient, BackendSettings, RetryPolicy};
 use crate::config::Config;
+use crate::fdlimit::{DescriptorBudget, OpenFiles};
 use crate::idle::{IdleGuard, Upgraded};
 use crate::limits::ConnectionLimits;
 use crate::metrics::Metrics;
@@ -128,13 +129,15 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let local = listener.local_addr().map_err(RunError::LocalAddr)?;
+    let budget = descriptor_budget(&config);
     let metrics = Arc::new(Metrics::new());
     let metrics_local = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let base_url = effective_base_url(&config, local);
     let backend = BackendClient::new(BackendSettings {
         timeout: config.backend_timeout,
         max_reply_size: config.max_message_size,
-        max_connections_per_host: config.backend_max_connections,
+        max_connections_per_host: budget
+            .map_or(config.backend_max_connections, |b| b.backend_connections),
         retry: RetryPolicy {
             retries: config.backend_retries,
             budget: config.backend_retry_budget,
@@ -164,15 +167,18 @@ pub async fn run_with(
         tls = tls.is_some(),
         allowlist_entries = config.allowlist.len(),
         metrics = metrics_local.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        open_files_limit = budget.map(|b| b.limit.soft),
+        max_connections = budget.map_or(config.max_connections, |b| b.max_connections()),
         "websocket-bridge listening"
     );
 
     let callback_prefix = format!("{}/", callback_base_path(&base_url));
     let callback_body_memory = tokio::sync::Semaphore::new(config.callback_body_memory);
-    let limits = Arc::new(ConnectionLimits::new(
-        config.max_connections,
-        config.max_connections_per_ip,
-    ));
+    let mut limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
+    if let Some(budget) = budget {
+        limits = limits.capped_by_open_files(budget.connections, budget.limit.soft);
+    }
+    let limits = Arc::new(limits);
     let shared = Arc::new(Shared {
         trusted_proxies: config.trusted_proxies.clone(),
         lookups: tokio::sync::Semaphore::new(crate::handshake::MAX_CONCURRENT_LOOKUPS),
@@ -255,6 +261,30 @@ pub async fn run_with(
         }
     }
     Ok(())
+}
+
+/// What the process's open-files limit holds for this configuration, warning at startup when
+/// it holds fewer connections than `--max-connections`. `None` (no cap) where the limit cannot
+/// be read.
+fn descriptor_budget(config: &Config) -> Option<DescriptorBudget> {
+    let limit = match OpenFiles::current() {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!(error = %e, "connections are capped by --max-connections alone");
+            return None;
+        }
+    };
+    let budget = DescriptorBudget::new(limit, config.into());
+    if budget.is_short() {
+        warn!(
+            open_files_limit = budget.limit.soft,
+            hard_limit = budget.limit.hard,
+            needed = budget.needed(),
+            max_connections = budget.max_connections(),
+            "{budget}"
+        );
+    }
+    Some(budget)
 }
 
 /// The base of callback URLs: `--base-url`, or `http(s)://{bound address}`.

@@ -17,6 +17,8 @@ pub struct RealBridge {
     pub child: Child,
     pub pid: u32,
     pub addr: String,
+    /// The `websocket-bridge listening` line.
+    pub startup: String,
     pub log: Arc<Mutex<Vec<String>>>,
     drain: JoinHandle<()>,
 }
@@ -35,7 +37,7 @@ impl RealBridge {
         rust_log: &str,
     ) -> RealBridge {
         let binary = env!("CARGO_BIN_EXE_websocket-bridge");
-        let mut command = match max_open_files {
+        let command = match max_open_files {
             None => Command::new(binary),
             Some(n) => {
                 let mut sh = Command::new("sh");
@@ -45,6 +47,37 @@ impl RealBridge {
                 sh
             }
         };
+        Self::start(command, args, rust_log).await
+    }
+
+    /// Starts the binary with `args` under a soft and a hard open-files limit: through
+    /// util-linux's `prlimit`, or a shell's `ulimit -S`/`-H` where `prlimit` is missing.
+    pub async fn spawn_with_open_files(args: &[&str], soft: u64, hard: u64) -> RealBridge {
+        let binary = env!("CARGO_BIN_EXE_websocket-bridge");
+        let has_prlimit = std::process::Command::new("prlimit")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let command = if has_prlimit {
+            let mut prlimit = Command::new("prlimit");
+            prlimit.arg(format!("--nofile={soft}:{hard}")).arg(binary);
+            prlimit
+        } else {
+            // Soft first: lowering the hard limit below the soft one would fail.
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!(
+                    "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
+                ))
+                .arg(binary);
+            sh
+        };
+        Self::start(command, args, "info").await
+    }
+
+    async fn start(mut command: Command, args: &[&str], rust_log: &str) -> RealBridge {
         let mut child = command
             .args(["--address", "127.0.0.1:0"])
             .args(args)
@@ -58,7 +91,7 @@ impl RealBridge {
         let pid = child.id().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut early = Vec::new();
-        let addr = loop {
+        let (addr, startup) = loop {
             let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
                 .await
                 .expect("no `listening` line within 20 s")
@@ -66,7 +99,8 @@ impl RealBridge {
                 .unwrap_or_else(|| panic!("bridge exited early; stderr: {early:#?}"));
             if line.contains("websocket-bridge listening") {
                 let start = line.find("address=").unwrap() + "address=".len();
-                break line[start..].split_whitespace().next().unwrap().to_owned();
+                let addr = line[start..].split_whitespace().next().unwrap().to_owned();
+                break (addr, line);
             }
             early.push(line);
         };
@@ -82,6 +116,7 @@ impl RealBridge {
             child,
             pid,
             addr,
+            startup,
             log,
             drain,
         }

@@ -1,0 +1,165 @@
+//! The one surface the fuzz targets in `fuzz/` reach the bridge through: every parser that
+//! reads client or backend bytes, wrapped or re-exported here, plus helpers that turn raw fuzz
+//! input into the types those parsers take. Compiled only with the `fuzzing` feature and hidden
+//! from the docs: not an API. When a parser moves or turns private, this file changes and the
+//! targets do not. Owns no logic of its own beyond input shaping.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::HeaderName;
+use bytes::Bytes;
+
+pub use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+pub use url::Url;
+
+pub use crate::allowlist::{Allowlist, UrlError};
+pub use crate::close::MAX_REASON_BYTES;
+pub use crate::handshake::{BackendUrls, HEADER_ON_CONNECT, HEADER_ON_DISCONNECT, HEADER_ON_FRAME};
+pub use crate::origin::OriginPolicy;
+pub use crate::payload::{NotUtf8, Payload};
+
+/// Headers from a block of `name: value` lines (`\n`-separated, a trailing `\r` ignored), as a
+/// client or backend could send them. Lines hyper would have refused (no colon, an invalid
+/// name or value) are left out, as they never reach the bridge's parsers.
+pub fn headers(block: &[u8]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        let value = value.trim_ascii();
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// Splits fuzz input at its first `\n`: the first line and the rest.
+pub fn first_line(data: &[u8]) -> (&[u8], &[u8]) {
+    match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[]),
+    }
+}
+
+/// An allowlist of the shapes operators write: two anchored patterns and a host suffix.
+/// `None` only if those fixed entries stopped compiling.
+pub fn sample_allowlist() -> Option<Allowlist> {
+    Allowlist::new(
+        &[
+            r"https://api\.example\.com/ws/.*".to_owned(),
+            r"http://127\.0\.0\.1:9000/.*".to_owned(),
+        ],
+        &["example.org".to_owned()],
+    )
+    .ok()
+}
+
+/// An allowlist with only the host suffix `suffix` (for the suffix properties).
+pub fn suffix_allowlist(suffix: &str) -> Option<Allowlist> {
+    Allowlist::new(&[], &[suffix.to_owned()]).ok()
+}
+
+/// An origin policy with an exact origin and a subdomain pattern.
+pub fn sample_origin_policy() -> Option<OriginPolicy> {
+    OriginPolicy::new(&[
+        "https://app.example.com".to_owned(),
+        "https://*.example.org".to_owned(),
+    ])
+    .ok()
+}
+
+/// `GET /connect`: the frame, disconnect and connect hook URLs from the query and headers,
+/// checked against `allowlist`; on refusal, its status and message.
+pub fn backend_urls(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    allowlist: &Allowlist,
+) -> Result<BackendUrls, (StatusCode, String)> {
+    crate::handshake::backend_urls(query, headers, allowlist).map_err(|r| (r.status, r.message))
+}
+
+/// A client-named backend URL, parsed and checked for scheme, user info and host.
+pub fn parse_backend_url(raw: &str) -> Result<Url, UrlError> {
+    crate::allowlist::parse_backend_url(raw)
+}
+
+/// Whether the allowlist admits an already parsed backend URL.
+pub fn allows(allowlist: &Allowlist, url: &Url) -> bool {
+    allowlist.allows(url)
+}
+
+/// The WebSocket upgrade checks: the `Sec-WebSocket-Key`, or the refusal's status.
+pub fn check_upgrade(headers: &HeaderMap) -> Result<HeaderValue, StatusCode> {
+    crate::handshake::check_upgrade(headers).map_err(|r| r.status)
+}
+
+/// The subprotocols a client offered, in its order.
+pub fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
+    crate::handshake::offered_subprotocols(headers)
+}
+
+/// The headers forwarded to the connect hook.
+pub fn forwarded_headers(
+    headers: &HeaderMap,
+    client: SocketAddr,
+    tls: bool,
+    uri: &Uri,
+) -> HeaderMap {
+    let origin = crate::forwarded::TrustedProxies::default().client(client, tls, headers);
+    crate::handshake::forwarded_headers(headers, &origin, uri)
+}
+
+/// Whether the origin policy admits a handshake's `Origin`.
+pub fn origin_allowed(policy: &OriginPolicy, origin: Option<&str>) -> bool {
+    policy.allows(origin)
+}
+
+/// A backend's `Retry-After` (seconds or an HTTP date).
+pub fn retry_after(value: &HeaderValue) -> Option<Duration> {
+    crate::backend::retry_after(Some(value))
+}
+
+/// A callback body and its content type as a message: text or binary.
+pub fn payload_from_http(
+    content_type: Option<&HeaderValue>,
+    body: &[u8],
+) -> Result<Payload, NotUtf8> {
+    Payload::from_http(content_type, Bytes::copy_from_slice(body))
+}
+
+/// `DELETE {callback}?code=…&reason=…`: the close code and reason, or the 400 message.
+pub fn close_params(query: Option<&str>) -> Result<(u16, String), String> {
+    crate::callback::close_params(query)
+}
+
+/// A close reason cut to fit a Close frame.
+pub fn truncate_reason(reason: &str) -> String {
+    crate::close::truncate_reason(reason)
+}
+
+/// A close reason encoded for the `x-ws-proxy-close-reason` header.
+pub fn header_safe_reason(reason: &str) -> String {
+    crate::close::header_safe_reason(reason)
+}
+
+/// The id in a callback path, as the whole id it parsed to.
+pub fn connection_id(s: &str) -> Option<String> {
+    crate::registry::ConnectionId::parse(s).map(|id| id.full())
+}
+
+/// A size flag's value (`--max-message-size 1MiB`).
+pub fn parse_size(value: &str) -> Result<usize, String> {
+    crate::config::parse_size(value)
+}
+
+/// A duration flag's value (`--backend-timeout 10s`).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(value)
+}
