@@ -49,3 +49,4 @@ pub mod tls;
 pub use config::{Cli, Config, ConfigError};
 pub use server::{RunError, run, run_with};
 pub use shutdown::shutdown_signal;
+pub use tls::install_crypto_provider;
