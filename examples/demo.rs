@@ -351,7 +351,7 @@ async fn shutdown() {
 }
 
 async fn demo() -> Result<(), String> {
-    websocket_bridge::tls::install_crypto_provider();
+    websocket_bridge::install_crypto_provider();
 
     // Bind both listeners first: each side's URL goes into the other's configuration.
     let backend_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

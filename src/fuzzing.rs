@@ -13,11 +13,43 @@ use bytes::Bytes;
 pub use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 pub use url::Url;
 
-pub use crate::allowlist::{Allowlist, UrlError};
-pub use crate::close::MAX_REASON_BYTES;
-pub use crate::handshake::{BackendUrls, HEADER_ON_CONNECT, HEADER_ON_DISCONNECT, HEADER_ON_FRAME};
-pub use crate::origin::OriginPolicy;
-pub use crate::payload::{NotUtf8, Payload};
+/// Longest close reason a Close frame can carry.
+pub const MAX_REASON_BYTES: usize = crate::protocol::MAX_REASON_BYTES;
+
+/// An operator's allowlist (opaque).
+pub struct Allowlist(crate::policy::allowlist::Allowlist);
+
+/// An `--allowed-origin` policy (opaque).
+pub struct OriginPolicy(crate::policy::origin::OriginPolicy);
+
+/// A message as the bridge would carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// UTF-8 text.
+    Text(Bytes),
+    /// Arbitrary bytes.
+    Binary(Bytes),
+}
+
+impl Payload {
+    /// The payload bytes.
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            Payload::Text(b) | Payload::Binary(b) => b,
+        }
+    }
+}
+
+/// The backend URLs an accepted handshake names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrls {
+    /// Where each client message is POSTed.
+    pub frame: Url,
+    /// Where the disconnect notice is POSTed, if anywhere.
+    pub disconnect: Option<Url>,
+    /// Where the connect hook is POSTed, if anywhere.
+    pub connect: Option<Url>,
+}
 
 /// Headers from a block of `name: value` lines (`\n`-separated, a trailing `\r` ignored), as a
 /// client or backend could send them. Lines hyper would have refused (no colon, an invalid
@@ -51,7 +83,7 @@ pub fn first_line(data: &[u8]) -> (&[u8], &[u8]) {
 /// An allowlist of the shapes operators write: two anchored patterns and a host suffix.
 /// `None` only if those fixed entries stopped compiling.
 pub fn sample_allowlist() -> Option<Allowlist> {
-    Allowlist::new(
+    crate::policy::allowlist::Allowlist::new(
         &[
             r"https://api\.example\.com/ws/.*".to_owned(),
             r"http://127\.0\.0\.1:9000/.*".to_owned(),
@@ -59,20 +91,24 @@ pub fn sample_allowlist() -> Option<Allowlist> {
         &["example.org".to_owned()],
     )
     .ok()
+    .map(Allowlist)
 }
 
 /// An allowlist with only the host suffix `suffix` (for the suffix properties).
 pub fn suffix_allowlist(suffix: &str) -> Option<Allowlist> {
-    Allowlist::new(&[], &[suffix.to_owned()]).ok()
+    crate::policy::allowlist::Allowlist::new(&[], &[suffix.to_owned()])
+        .ok()
+        .map(Allowlist)
 }
 
 /// An origin policy with an exact origin and a subdomain pattern.
 pub fn sample_origin_policy() -> Option<OriginPolicy> {
-    OriginPolicy::new(&[
+    crate::policy::origin::OriginPolicy::new(&[
         "https://app.example.com".to_owned(),
         "https://*.example.org".to_owned(),
     ])
     .ok()
+    .map(OriginPolicy)
 }
 
 /// `GET /connect`: the frame, disconnect and connect hook URLs from the query and headers,
@@ -82,27 +118,33 @@ pub fn backend_urls(
     headers: &HeaderMap,
     allowlist: &Allowlist,
 ) -> Result<BackendUrls, (StatusCode, String)> {
-    crate::handshake::backend_urls(query, headers, allowlist).map_err(|r| (r.status, r.message))
+    crate::session::request::backend_urls(query, headers, &allowlist.0)
+        .map(|u| BackendUrls {
+            frame: u.frame,
+            disconnect: u.disconnect,
+            connect: u.connect,
+        })
+        .map_err(|r| (r.status, r.message))
 }
 
 /// A client-named backend URL, parsed and checked for scheme, user info and host.
-pub fn parse_backend_url(raw: &str) -> Result<Url, UrlError> {
-    crate::allowlist::parse_backend_url(raw)
+pub fn parse_backend_url(raw: &str) -> Result<Url, String> {
+    crate::policy::allowlist::parse_backend_url(raw).map_err(|e| e.to_string())
 }
 
 /// Whether the allowlist admits an already parsed backend URL.
 pub fn allows(allowlist: &Allowlist, url: &Url) -> bool {
-    allowlist.allows(url)
+    allowlist.0.allows(url)
 }
 
 /// The WebSocket upgrade checks: the `Sec-WebSocket-Key`, or the refusal's status.
 pub fn check_upgrade(headers: &HeaderMap) -> Result<HeaderValue, StatusCode> {
-    crate::handshake::check_upgrade(headers).map_err(|r| r.status)
+    crate::session::request::check_upgrade(headers).map_err(|r| r.status)
 }
 
 /// The subprotocols a client offered, in its order.
 pub fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
-    crate::handshake::offered_subprotocols(headers)
+    crate::session::request::offered_subprotocols(headers)
 }
 
 /// The headers forwarded to the connect hook.
@@ -112,54 +154,59 @@ pub fn forwarded_headers(
     tls: bool,
     uri: &Uri,
 ) -> HeaderMap {
-    let origin = crate::forwarded::TrustedProxies::default().client(client, tls, headers);
-    crate::handshake::forwarded_headers(headers, &origin, uri)
+    let origin = crate::policy::forwarded::TrustedProxies::default().client(client, tls, headers);
+    crate::backend::hook::forwarded_headers(headers, &origin, uri)
 }
 
 /// Whether the origin policy admits a handshake's `Origin`.
 pub fn origin_allowed(policy: &OriginPolicy, origin: Option<&str>) -> bool {
-    policy.allows(origin)
+    policy.0.allows(origin)
 }
 
 /// A backend's `Retry-After` (seconds or an HTTP date).
 pub fn retry_after(value: &HeaderValue) -> Option<Duration> {
-    crate::backend::retry_after(Some(value))
+    crate::backend::retry::retry_after(Some(value))
 }
 
 /// A callback body and its content type as a message: text or binary.
 pub fn payload_from_http(
     content_type: Option<&HeaderValue>,
     body: &[u8],
-) -> Result<Payload, NotUtf8> {
-    Payload::from_http(content_type, Bytes::copy_from_slice(body))
+) -> Result<Payload, String> {
+    use crate::protocol::Payload as Carried;
+    match Carried::from_http(content_type, Bytes::copy_from_slice(body)) {
+        Ok(Carried::Text(text)) => Ok(Payload::Text(Bytes::from(text))),
+        Ok(Carried::Binary(bytes)) => Ok(Payload::Binary(bytes)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// `DELETE {callback}?code=…&reason=…`: the close code and reason, or the 400 message.
 pub fn close_params(query: Option<&str>) -> Result<(u16, String), String> {
-    crate::callback::close_params(query)
+    crate::callback::close::close_params(query).map_err(|e| e.to_string())
 }
 
 /// A close reason cut to fit a Close frame.
 pub fn truncate_reason(reason: &str) -> String {
-    crate::close::truncate_reason(reason)
+    crate::protocol::truncate_reason(reason)
 }
 
 /// A close reason encoded for the `x-ws-proxy-close-reason` header.
 pub fn header_safe_reason(reason: &str) -> String {
-    crate::close::header_safe_reason(reason)
+    crate::protocol::header_safe_reason(reason)
 }
 
 /// The id in a callback path, as the whole id it parsed to.
 pub fn connection_id(s: &str) -> Option<String> {
-    crate::registry::ConnectionId::parse(s).map(|id| id.full())
+    crate::session::registry::ConnectionId::parse(s).map(|id| id.full())
 }
 
 /// A size flag's value (`--max-message-size 1MiB`).
 pub fn parse_size(value: &str) -> Result<usize, String> {
-    crate::config::parse_size(value)
+    crate::config::parse::parse_size(value).map_err(|e| e.to_string())
 }
 
 /// A duration flag's value (`--backend-timeout 10s`).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(value)
+    crate::config::parse::parse_duration(value).map_err(|e| e.to_string())
 }

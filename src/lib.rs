@@ -6,47 +6,46 @@
 //!
 //! # Layout
 //!
-//! The data path, client to backend: client socket -> [`server`] (accept loop, TLS, routes) ->
-//! [`handshake`] (`GET /connect`: URLs checked by [`allowlist`], id registered in
-//! [`registry`]) -> [`connection`] (one task per socket) -> [`backend`] (frame and disconnect
-//! POSTs) -> backend.
+//! Client to backend: client socket -> `server` (accept loop, TLS, idle guard, routes) ->
+//! `session::handshake` (`GET /connect`: checks by `policy`, the connection registered in
+//! `session::registry`) -> `session::connection` (one task per socket) -> `backend` (frame
+//! and disconnect POSTs, retries, signing) -> backend.
 //!
-//! Backend to client: backend -> [`callback`] (`POST {base-url}/{id}`) -> [`registry`] (id ->
-//! bounded queue) -> [`connection`] task -> client socket.
+//! Backend to client: backend -> `callback` (`POST {base-url}/{id}`) -> `session::registry`
+//! (id -> bounded queue) -> `session::connection` task -> client socket.
 //!
-//! Around them: [`config`] (flags, validation), [`idle`] (silent HTTP connections), [`tls`] (certificates), [`payload`] (text vs
-//! binary across HTTP), [`close`] (close codes, causes, initiators), [`limits`] (connection
-//! counts, message rates), [`fdlimit`] (the open-files limit: raised at startup, and how many
-//! connections it holds), [`metrics`] (Prometheus exposition), [`origin`] (Origin checks), [`forwarded`] (the client's address behind trusted proxies, forwarding headers), [`signing`]
-//! (HMAC signatures on backend requests), [`ssrf`] (private-network refusal and the guarded
-//! resolver), [`shutdown`] (signals). With the `fuzzing` feature, a hidden `fuzzing` module
-//! re-exports every parser of client and backend bytes for the fuzz targets in `fuzz/`.
+//! Around them: `config` (flags, environment and TOML file -> one validated [`Config`] made
+//! of one sub-config per consumer), `protocol` (every wire name, content types, close causes,
+//! the signature scheme), `policy` (allowlist, origins, limits, trusted proxies: pure
+//! admission checks), `metrics` (Prometheus, labels as enums), `shutdown` (signals).
+//!
+//! Dependencies point one way: `protocol`, `policy`, `metrics` <- `config` <- `backend` <-
+//! `session` <- `callback` <- `server`. Nothing imports `server`; `session` never sees the
+//! callback API, `backend` never sees a client socket.
+//!
+//! With the `fuzzing` feature, a hidden `fuzzing` module exposes the parsers of client and
+//! backend bytes to the fuzz targets in `fuzz/`.
 
-pub mod allowlist;
-pub mod backend;
-pub mod callback;
-pub mod close;
-pub mod config;
-pub mod connection;
-pub mod fdlimit;
-pub mod forwarded;
+mod backend;
+mod callback;
+mod config;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod handshake;
-pub mod idle;
-pub mod limits;
-pub mod metrics;
-pub mod origin;
-pub mod payload;
-pub mod registry;
-pub mod server;
-pub mod shutdown;
-pub mod signing;
-pub mod ssrf;
-pub mod tls;
+mod logging;
+mod metrics;
+mod policy;
+mod protocol;
+mod server;
+mod session;
+mod shutdown;
 
-pub use config::{Cli, Config, ConfigError};
-pub use server::{RunError, run, run_with};
+pub use config::parse::ValueError;
+pub use config::tls::TlsError;
+pub use config::{Cli, CliError, Config, ConfigError, LogFormat, install_crypto_provider};
+pub use policy::allowlist::AllowlistError;
+pub use policy::forwarded::TrustedProxyError;
+pub use policy::origin::OriginError;
+pub use server::fdlimit::{FdLimitError, OpenFiles, Raised, raise_soft_limit};
+pub use server::{RunError, bind, run, run_with};
 pub use shutdown::shutdown_signal;
-pub use tls::install_crypto_provider;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use tracing_subscriber::EnvFilter;
-use websocket_bridge::config::{CliError, LogFormat, first_line};
 use websocket_bridge::{Cli, Config};
+use websocket_bridge::{CliError, LogFormat};
 
 /// mimalloc: measured to cut the bridge's CPU per message (docs/PERFORMANCE.md).
 #[global_allocator]
@@ -27,14 +27,7 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(CliError::Clap(e)) => {
-            eprintln!(
-                "websocket-bridge: {}",
-                first_line(&e.to_string()).trim_start_matches("error: ")
-            );
-            return ExitCode::from(EX_USAGE);
-        }
-        Err(CliError::Config(e)) => {
+        Err(e) => {
             eprintln!("websocket-bridge: {e}");
             return ExitCode::from(EX_USAGE);
         }
@@ -55,7 +48,7 @@ fn main() -> ExitCode {
     }
     init_logs(log_format);
     // Before any socket is opened: the stock soft limit (1024) holds about 500 clients.
-    match websocket_bridge::fdlimit::raise_soft_limit() {
+    match websocket_bridge::raise_soft_limit() {
         Ok(raised) if raised.now.soft > raised.from => tracing::info!(
             from = raised.from,
             to = raised.now.soft,
@@ -75,12 +68,12 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let listener = match websocket_bridge::server::bind(config.address) {
+        let listener = match websocket_bridge::bind(config.address()) {
             Ok(listener) => listener,
             Err(e) => {
                 eprintln!(
                     "websocket-bridge: cannot listen on {} (--address): {e}",
-                    config.address
+                    config.address()
                 );
                 return ExitCode::from(EX_UNAVAILABLE);
             }

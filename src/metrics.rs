@@ -1,24 +1,148 @@
 //! Prometheus metrics (prometheus-client): every counter, gauge and histogram the bridge
-//! exports, with handles pre-created for the hot path (an atomic increment per message), and
-//! the text exposition served on the separate `--metrics-address` listener. Names are
-//! prefixed `ws_bridge_`. Owns no other I/O.
+//! exports, with typed labels (enums, never free strings) and handles pre-created for the hot
+//! path (an atomic increment per message), and the text exposition served on the separate
+//! `--metrics-address` listener. Names are prefixed `ws_bridge_`. Owns no other I/O.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::close::Cause;
+use crate::protocol::Cause;
 
-/// Label set: `(name, value)` pairs.
-pub type Labels = Vec<(&'static str, String)>;
+/// Declares a label enum: its variants, their label values, and the encoding.
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub(crate) enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
 
-type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+        impl $name {
+            /// The label value (also used in logs).
+            pub(crate) fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// The kind of a backend request.
+    RequestKind {
+        /// The connect hook, before the upgrade.
+        Connect => "connect",
+        /// One client message.
+        Frame => "frame",
+        /// The disconnect notice.
+        Disconnect => "disconnect",
+    }
+}
+
+label_enum! {
+    /// Why a backend request failed for good.
+    FailureReason {
+        /// A status other than 2xx.
+        Status => "status",
+        /// No answer within `--backend-timeout`.
+        Timeout => "timeout",
+        /// The backend could not be reached.
+        Unreachable => "unreachable",
+        /// The connection dropped before an answer.
+        ConnectionLost => "connection-lost",
+        /// Any other failure of the exchange.
+        Transport => "transport",
+        /// A reply over `--max-message-size`.
+        ReplyTooLarge => "reply-too-large",
+        /// A `text/*` reply that is not UTF-8.
+        ReplyNotUtf8 => "reply-not-utf8",
+    }
+}
+
+label_enum! {
+    /// Why a WebSocket handshake was refused.
+    RefusalReason {
+        /// A backend URL outside the allowlist.
+        Allowlist => "allowlist",
+        /// A malformed request (URLs, parameters).
+        BadRequest => "bad-request",
+        /// Not a WebSocket upgrade.
+        NotWebSocket => "not-websocket",
+        /// An `Origin` outside `--allowed-origin`.
+        Origin => "origin",
+        /// A header value over the size limit.
+        HeaderTooLarge => "header-too-large",
+        /// A backend resolving to a private address.
+        PrivateNetwork => "private-network",
+        /// `--max-connections` reached.
+        MaxConnections => "max-connections",
+        /// The connection limit the open-files limit holds, reached.
+        OpenFiles => "open-files",
+        /// `--max-connections-per-ip` reached.
+        MaxConnectionsPerIp => "max-connections-per-ip",
+        /// Too many backend name lookups at once.
+        BusyLookups => "busy-lookups",
+        /// The connect hook answered non-2xx.
+        HookRefused => "hook-refused",
+        /// The connect hook failed or timed out.
+        HookFailed => "hook-failed",
+        /// The connect hook selected a subprotocol the client did not offer.
+        HookSubprotocol => "hook-subprotocol",
+        /// The bridge is draining.
+        ShuttingDown => "shutting-down",
+        /// A fault inside the bridge.
+        Internal => "internal",
+    }
+}
+
+impl EncodeLabelValue for Cause {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CauseLabel {
+    cause: Cause,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabel {
+    kind: RequestKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FailureLabels {
+    kind: RequestKind,
+    reason: FailureReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabel {
+    reason: RefusalReason,
+}
+
+type HistogramFamily = Family<KindLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s.
@@ -26,34 +150,34 @@ fn latency_histogram() -> Histogram {
 }
 
 /// Every metric of one bridge.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Open WebSocket connections.
-    pub open: Gauge,
+    pub(crate) open: Gauge,
     /// Connections opened (upgrade completed).
-    pub opened: Counter,
-    closed: Family<Labels, Counter>,
+    pub(crate) opened: Counter,
+    closed: Family<CauseLabel, Counter>,
     /// Messages from clients.
-    pub messages_in: Counter,
+    pub(crate) messages_in: Counter,
     /// Messages to clients.
-    pub messages_out: Counter,
+    pub(crate) messages_out: Counter,
     /// Payload bytes from clients.
-    pub bytes_in: Counter,
+    pub(crate) bytes_in: Counter,
     /// Payload bytes to clients.
-    pub bytes_out: Counter,
+    pub(crate) bytes_out: Counter,
     backend_latency: HistogramFamily,
-    /// Pre-created per-kind histograms: no label allocation on the hot path.
+    /// Pre-created per-kind histograms: no label set built on the hot path.
     frame_latency: Histogram,
     connect_latency: Histogram,
     disconnect_latency: Histogram,
-    backend_failures: Family<Labels, Counter>,
-    retries: Family<Labels, Counter>,
-    callback_responses: Family<Labels, Counter>,
-    refusals: Family<Labels, Counter>,
+    backend_failures: Family<FailureLabels, Counter>,
+    retries: Family<KindLabel, Counter>,
+    callback_responses: Family<StatusLabel, Counter>,
+    refusals: Family<RefusalLabel, Counter>,
     /// Callback POSTs refused because the client's send queue was full.
-    pub queue_full: Counter,
+    pub(crate) queue_full: Counter,
     /// Client messages over `--max-messages-per-second` (paused or closed).
-    pub rate_limited: Counter,
+    pub(crate) rate_limited: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -62,16 +186,12 @@ impl fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
     /// Registers every metric in a fresh registry.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("ws_bridge");
+        let backend_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let kind = |kind| backend_latency.get_or_create_owned(&KindLabel { kind });
         let m = Metrics {
             registry: Registry::default(),
             open: Gauge::default(),
@@ -81,10 +201,10 @@ impl Metrics {
             messages_out: Counter::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
-            backend_latency: Family::new_with_constructor(latency_histogram),
-            frame_latency: latency_histogram(),
-            connect_latency: latency_histogram(),
-            disconnect_latency: latency_histogram(),
+            frame_latency: kind(RequestKind::Frame),
+            connect_latency: kind(RequestKind::Connect),
+            disconnect_latency: kind(RequestKind::Disconnect),
+            backend_latency,
             backend_failures: Family::default(),
             retries: Family::default(),
             callback_responses: Family::default(),
@@ -157,79 +277,51 @@ impl Metrics {
             "Callback POSTs refused because the client's send queue was full",
             m.queue_full.clone(),
         );
-        registry.register(
-            "rate_limited",
-            "Client messages over --max-messages-per-second (the client was paused, or closed under --rate-limit-action close)",
-            m.rate_limited.clone(),
-        );
-        let kind = |k: &str| vec![("kind", k.to_owned())];
-        let frame_latency = m.backend_latency.get_or_create_owned(&kind("frame"));
-        let connect_latency = m.backend_latency.get_or_create_owned(&kind("connect"));
-        let disconnect_latency = m.backend_latency.get_or_create_owned(&kind("disconnect"));
-        Metrics {
-            registry,
-            frame_latency,
-            connect_latency,
-            disconnect_latency,
-            ..m
-        }
+        registry.register("rate_limited", "Client messages over --max-messages-per-second (the client was paused, or closed under --rate-limit-action close)", m.rate_limited.clone());
+        Metrics { registry, ..m }
     }
 
     /// Counts a closed connection.
-    pub fn closed(&self, cause: Cause) {
-        self.closed
-            .get_or_create(&vec![("cause", cause.as_str().to_owned())])
-            .inc();
+    pub(crate) fn closed(&self, cause: Cause) {
+        self.closed.get_or_create(&CauseLabel { cause }).inc();
     }
 
     /// Records one backend attempt's duration.
-    pub fn backend_attempt(&self, kind: &'static str, seconds: f64) {
+    pub(crate) fn backend_attempt(&self, kind: RequestKind, seconds: f64) {
         match kind {
-            "frame" => self.frame_latency.observe(seconds),
-            "connect" => self.connect_latency.observe(seconds),
-            "disconnect" => self.disconnect_latency.observe(seconds),
-            other => self
-                .backend_latency
-                .get_or_create(&vec![("kind", other.to_owned())])
-                .observe(seconds),
+            RequestKind::Frame => self.frame_latency.observe(seconds),
+            RequestKind::Connect => self.connect_latency.observe(seconds),
+            RequestKind::Disconnect => self.disconnect_latency.observe(seconds),
         }
     }
 
     /// Counts a backend request that failed for good.
-    pub fn backend_failure(&self, kind: &'static str, reason: &'static str) {
+    pub(crate) fn backend_failure(&self, kind: RequestKind, reason: FailureReason) {
         self.backend_failures
-            .get_or_create(&vec![
-                ("kind", kind.to_owned()),
-                ("reason", reason.to_owned()),
-            ])
+            .get_or_create(&FailureLabels { kind, reason })
             .inc();
     }
 
     /// Counts a retry.
-    pub fn retry(&self, kind: &'static str) {
-        self.retries
-            .get_or_create(&vec![("kind", kind.to_owned())])
-            .inc();
+    pub(crate) fn retry(&self, kind: RequestKind) {
+        self.retries.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Counts a callback API response.
-    pub fn callback_response(&self, status: u16) {
+    pub(crate) fn callback_response(&self, status: u16) {
         self.callback_responses
-            .get_or_create(&vec![("status", status.to_string())])
+            .get_or_create(&StatusLabel { status })
             .inc();
     }
 
     /// Counts a refused handshake; returns how many of this reason there have been, this one
     /// included (for throttled logging).
-    pub fn refusal(&self, reason: &'static str) -> u64 {
-        self.refusals
-            .get_or_create(&vec![("reason", reason.to_owned())])
-            .inc()
-            + 1
+    pub(crate) fn refusal(&self, reason: RefusalReason) -> u64 {
+        self.refusals.get_or_create(&RefusalLabel { reason }).inc() + 1
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -269,28 +361,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_prefixed_names() {
+    fn renders_prefixed_names_and_label_values() {
         let m = Metrics::new();
         m.opened.inc();
         m.closed(Cause::ClientClose);
-        m.refusal("allowlist");
-        m.backend_attempt("frame", 0.001);
+        assert_eq!(m.refusal(RefusalReason::Allowlist), 1);
+        assert_eq!(m.refusal(RefusalReason::Allowlist), 2);
+        m.backend_attempt(RequestKind::Frame, 0.001);
+        m.backend_failure(RequestKind::Disconnect, FailureReason::ConnectionLost);
+        m.callback_response(202);
         let text = m.render();
-        assert!(
-            text.contains("ws_bridge_connections_opened_total 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ws_bridge_connections_closed_total{cause=\"client-close\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ws_bridge_connect_refusals_total{reason=\"allowlist\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ws_bridge_backend_request_duration_seconds_bucket"),
-            "{text}"
-        );
+        for line in [
+            "ws_bridge_connections_opened_total 1",
+            "ws_bridge_connections_closed_total{cause=\"client-close\"} 1",
+            "ws_bridge_connect_refusals_total{reason=\"allowlist\"} 2",
+            "ws_bridge_backend_failures_total{kind=\"disconnect\",reason=\"connection-lost\"} 1",
+            "ws_bridge_callback_responses_total{status=\"202\"} 1",
+            "ws_bridge_backend_request_duration_seconds_count{kind=\"frame\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use common::real::RealBridge;
 use common::*;
 use futures_util::{StreamExt, stream};
 use tokio_tungstenite::tungstenite::Message;
-use websocket_bridge::fdlimit::{OpenFiles, raise_soft_limit};
+use websocket_bridge::{OpenFiles, raise_soft_limit};
 
 /// WebSocket connections the bridge must hold when started with a soft limit of 1024.
 const MANY: usize = 3_000;

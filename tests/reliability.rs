@@ -275,7 +275,7 @@ fn test_pki() -> TestPki {
 #[tokio::test]
 async fn tls_backends_that_offer_h2_get_http2_and_backend_ca_is_trusted() {
     bounded(async {
-        websocket_bridge::tls::install_crypto_provider();
+        websocket_bridge::install_crypto_provider();
         let pki = test_pki();
         let (addr, versions) = tls_backend(&pki).await;
         let dir = std::env::temp_dir().join(format!("ws-bridge-ca-{}", std::process::id()));

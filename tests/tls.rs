@@ -43,7 +43,7 @@ fn pki() -> Pki {
 #[tokio::test]
 async fn wss_and_https_callbacks_work_with_a_certificate_chain() {
     bounded(async {
-        websocket_bridge::tls::install_crypto_provider();
+        websocket_bridge::install_crypto_provider();
         let pki = pki();
         let dir = std::env::temp_dir().join(format!("ws-bridge-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

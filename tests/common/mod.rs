@@ -535,7 +535,7 @@ pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client,
 
 /// An HTTP client for the callback API.
 pub fn http_client() -> reqwest::Client {
-    websocket_bridge::tls::install_crypto_provider();
+    websocket_bridge::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

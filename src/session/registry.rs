@@ -15,22 +15,25 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use uuid::Uuid;
 
-use crate::payload::Payload;
+use crate::protocol::payload::Payload;
 
 /// A connection's identifier: a random (v4) UUID from the operating system's CSPRNG. It is the
 /// capability in the callback URL, so its `Display` shows only a short prefix; use
 /// [`ConnectionId::full`] where the whole id is needed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnectionId(Uuid);
+pub(crate) struct ConnectionId(Uuid);
 
 impl ConnectionId {
+    /// Length of an id in a callback URL (a hyphenated UUID).
+    pub(crate) const LENGTH: usize = uuid::fmt::Hyphenated::LENGTH;
+
     /// A fresh random id (122 random bits).
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         ConnectionId(Uuid::new_v4())
     }
 
     /// Parses an id as it appears in a callback URL (hyphenated lower-case UUID).
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         // Only the canonical form is accepted, so one connection has exactly one URL.
         let uuid = Uuid::try_parse(s).ok()?;
         let mut canonical = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -44,12 +47,12 @@ impl ConnectionId {
     }
 
     /// The whole id, for building the callback URL. Never log this.
-    pub fn full(&self) -> String {
+    pub(crate) fn full(&self) -> String {
         self.0.hyphenated().to_string()
     }
 
     /// The first 8 hex digits: enough to correlate log lines, useless as a capability.
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         let mut s = self.full();
         s.truncate(8);
         s
@@ -70,7 +73,7 @@ impl fmt::Debug for ConnectionId {
 
 /// What the callback API asks a connection task to do.
 #[derive(Debug)]
-pub enum Outbound {
+pub(crate) enum Outbound {
     /// Send one message.
     Message(Payload),
     /// Close the socket with this code and reason after the messages queued before it.
@@ -78,36 +81,53 @@ pub enum Outbound {
 }
 
 /// The sending half of a connection's outbound queue.
-pub type OutboundSender = mpsc::Sender<Outbound>;
+pub(crate) type OutboundSender = mpsc::Sender<Outbound>;
+
+/// Callback bodies read at once for one connection. Bodies of ordinary callers arrive whole in
+/// a packet or two, so two at a time cost them nothing; a caller that announces bodies and
+/// trickles them can then hold at most two reads of the one connection whose URL it holds,
+/// never the bridge's capacity for other connections.
+pub(crate) const CALLBACK_BODIES_PER_CONNECTION: usize = 2;
 
 /// What the registry keeps for one connection: its queue and its live counters.
 #[derive(Debug, Clone)]
-pub struct ConnectionHandle {
+pub(crate) struct ConnectionHandle {
     /// Where the callback API queues messages and close requests.
-    pub sender: OutboundSender,
+    pub(crate) sender: OutboundSender,
     /// Counters the connection task updates and `GET {callback}` reads.
-    pub stats: Arc<ConnectionStats>,
-    /// Callback bodies being read for this connection (`CALLBACK_BODIES_PER_CONNECTION`).
-    pub body_reads: Arc<tokio::sync::Semaphore>,
+    pub(crate) stats: Arc<ConnectionStats>,
+    /// Callback bodies being read for this connection ([`CALLBACK_BODIES_PER_CONNECTION`]).
+    pub(crate) body_reads: Arc<tokio::sync::Semaphore>,
+}
+
+impl ConnectionHandle {
+    /// The handle of a connection whose queue is fed through `sender`.
+    pub(crate) fn new(sender: OutboundSender, stats: Arc<ConnectionStats>) -> Self {
+        ConnectionHandle {
+            sender,
+            stats,
+            body_reads: Arc::new(tokio::sync::Semaphore::new(CALLBACK_BODIES_PER_CONNECTION)),
+        }
+    }
 }
 
 /// Live facts about one connection, updated by its task without locks.
 #[derive(Debug)]
-pub struct ConnectionStats {
+pub(crate) struct ConnectionStats {
     /// When the upgrade completed.
-    pub connected_at: SystemTime,
+    pub(crate) connected_at: SystemTime,
     /// The subprotocol selected at the handshake, if any.
-    pub subprotocol: Option<String>,
+    pub(crate) subprotocol: Option<String>,
     /// Messages received from the client.
-    pub messages_in: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
     /// Payload bytes received from the client.
-    pub bytes_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
     /// Messages written to the client.
-    pub messages_out: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
     /// Payload bytes written to the client.
-    pub bytes_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
     /// Payload bytes accepted by the callback API and not yet written to the client.
-    pub queued_bytes: AtomicUsize,
+    pub(crate) queued_bytes: AtomicUsize,
     /// Milliseconds since the Unix epoch of the last frame read from or message written to
     /// the client.
     last_activity_ms: AtomicU64,
@@ -115,7 +135,7 @@ pub struct ConnectionStats {
 
 impl ConnectionStats {
     /// Fresh counters for a connection opening now.
-    pub fn new(subprotocol: Option<String>) -> Self {
+    pub(crate) fn new(subprotocol: Option<String>) -> Self {
         let now = SystemTime::now();
         ConnectionStats {
             connected_at: now,
@@ -130,27 +150,27 @@ impl ConnectionStats {
     }
 
     /// Counts one message from the client.
-    pub fn record_in(&self, bytes: usize) {
+    pub(crate) fn record_in(&self, bytes: usize) {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
         self.touch();
     }
 
     /// Counts one message to the client.
-    pub fn record_out(&self, bytes: usize) {
+    pub(crate) fn record_out(&self, bytes: usize) {
         self.messages_out.fetch_add(1, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
         self.touch();
     }
 
     /// Notes client activity that carries no message (ping, pong).
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.last_activity_ms
             .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
     }
 
     /// When the client was last active.
-    pub fn last_activity(&self) -> SystemTime {
+    pub(crate) fn last_activity(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed))
     }
 }
@@ -167,61 +187,56 @@ const SHARDS: usize = 64;
 
 type Shard = Mutex<HashMap<ConnectionId, ConnectionHandle>>;
 
+/// Where connections are found by id. The local implementation ([`LocalRegistry`]) is the
+/// only one today; a cluster adds one that also knows other nodes' connections, without the
+/// session code changing. Entries are added by [`register`] and removed when its guard drops.
+pub(crate) trait Registry: Send + Sync + 'static {
+    /// Adds a connection.
+    fn insert(&self, id: ConnectionId, handle: ConnectionHandle);
+    /// The handle of a live connection.
+    fn lookup(&self, id: &ConnectionId) -> Option<ConnectionHandle>;
+    /// Removes a connection; later lookups find nothing.
+    fn remove(&self, id: &ConnectionId);
+    /// Number of registered connections.
+    fn len(&self) -> usize;
+}
+
+/// Adds a connection to `registry`; the entry lives until the returned guard is dropped.
+pub(crate) fn register(
+    registry: &Arc<dyn Registry>,
+    id: ConnectionId,
+    handle: ConnectionHandle,
+) -> Registration {
+    registry.insert(id, handle);
+    Registration {
+        registry: Arc::clone(registry),
+        id,
+    }
+}
+
 /// id -> handle for every open connection on this node, in [`SHARDS`] independently locked
-/// shards.
-pub struct Registry {
+/// shards. The locks are never held across `.await`.
+pub(crate) struct LocalRegistry {
     shards: Box<[Shard]>,
 }
 
-impl Default for Registry {
+impl Default for LocalRegistry {
     fn default() -> Self {
-        Registry {
+        LocalRegistry {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 }
 
-impl fmt::Debug for Registry {
+impl fmt::Debug for LocalRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry")
+        f.debug_struct("LocalRegistry")
             .field("len", &self.len())
             .finish()
     }
 }
 
-impl Registry {
-    /// Adds a connection; the entry lives until the returned guard is dropped.
-    pub fn register(self: &Arc<Self>, id: ConnectionId, handle: ConnectionHandle) -> Registration {
-        self.lock(&id).insert(id, handle);
-        Registration {
-            registry: Arc::clone(self),
-            id,
-        }
-    }
-
-    /// The handle of a live connection.
-    pub fn lookup(&self, id: &ConnectionId) -> Option<ConnectionHandle> {
-        self.lock(id).get(id).cloned()
-    }
-
-    /// Removes a connection; later lookups find nothing.
-    pub fn remove(&self, id: &ConnectionId) {
-        self.lock(id).remove(id);
-    }
-
-    /// Number of registered connections.
-    pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
-    }
-
-    /// True when no connection is registered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
+impl LocalRegistry {
     fn lock(
         &self,
         id: &ConnectionId,
@@ -233,17 +248,36 @@ impl Registry {
     }
 }
 
+impl Registry for LocalRegistry {
+    fn insert(&self, id: ConnectionId, handle: ConnectionHandle) {
+        self.lock(&id).insert(id, handle);
+    }
+
+    fn lookup(&self, id: &ConnectionId) -> Option<ConnectionHandle> {
+        self.lock(id).get(id).cloned()
+    }
+
+    fn remove(&self, id: &ConnectionId) {
+        self.lock(id).remove(id);
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
 /// Removes its connection from the registry when dropped.
-#[derive(Debug)]
-pub struct Registration {
-    registry: Arc<Registry>,
+pub(crate) struct Registration {
+    registry: Arc<dyn Registry>,
     id: ConnectionId,
 }
 
-impl Registration {
-    /// The registered id.
-    pub fn id(&self) -> ConnectionId {
-        self.id
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Registration").field(&self.id).finish()
     }
 }
 
@@ -269,22 +303,31 @@ mod tests {
 
     #[test]
     fn guard_removes_the_entry() {
-        let registry = Arc::new(Registry::default());
+        let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::default());
         let id = ConnectionId::random();
         let (sender, _rx) = mpsc::channel(1);
         let stats = Arc::new(ConnectionStats::new(None));
-        let body_reads = Arc::new(tokio::sync::Semaphore::new(1));
-        let guard = registry.register(
-            id,
-            ConnectionHandle {
-                sender,
-                stats,
-                body_reads,
-            },
-        );
+        let guard = register(&registry, id, ConnectionHandle::new(sender, stats));
         assert!(registry.lookup(&id).is_some());
         drop(guard);
         assert!(registry.lookup(&id).is_none());
-        assert!(registry.is_empty());
+        assert_eq!(registry.len(), 0);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn connection_ids_parse_only_in_canonical_form(raw in "[0-9a-fA-F-]{0,40}") {
+            if let Some(id) = ConnectionId::parse(&raw) {
+                prop_assert_eq!(id.full(), raw);
+            }
+        }
     }
 }

@@ -69,7 +69,7 @@ impl fmt::Display for Cidr {
 }
 
 /// `ip` with every bit beyond the first `prefix` cleared.
-pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+pub(crate) fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
             let keep = u32::MAX
@@ -88,24 +88,24 @@ pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
 
 /// The operator's trusted proxies.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies {
+pub(crate) struct TrustedProxies {
     nets: Vec<Cidr>,
 }
 
 /// The client as the bridge sees it, and the scheme and host it used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientOrigin {
+pub(crate) struct ClientOrigin {
     /// The client's address (the peer's, unless a trusted proxy forwarded it).
-    pub ip: IpAddr,
+    pub(crate) ip: IpAddr,
     /// The scheme the client used: the trusted proxy's `X-Forwarded-Proto`, or the bridge's own.
-    pub proto: &'static str,
+    pub(crate) proto: &'static str,
     /// The host the client asked for: the trusted proxy's `X-Forwarded-Host`, or `Host`.
-    pub host: Option<HeaderValue>,
+    pub(crate) host: Option<HeaderValue>,
 }
 
 impl TrustedProxies {
     /// Parses the `--trusted-proxy` entries.
-    pub fn new(entries: &[String]) -> Result<Self, TrustedProxyError> {
+    pub(crate) fn new(entries: &[String]) -> Result<Self, TrustedProxyError> {
         let nets = entries
             .iter()
             .filter(|e| !e.trim().is_empty())
@@ -115,17 +115,18 @@ impl TrustedProxies {
     }
 
     /// The entries, normalised, for `--check-config`.
-    pub fn entries(&self) -> Vec<String> {
+    #[cfg(test)]
+    fn entries(&self) -> Vec<String> {
         self.nets.iter().map(ToString::to_string).collect()
     }
 
     /// Whether `ip` is a trusted proxy.
-    pub fn trusts(&self, ip: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
         self.nets.iter().any(|net| net.contains(ip))
     }
 
     /// Who sent this request: see the module documentation.
-    pub fn client(&self, peer: SocketAddr, tls: bool, headers: &HeaderMap) -> ClientOrigin {
+    pub(crate) fn client(&self, peer: SocketAddr, tls: bool, headers: &HeaderMap) -> ClientOrigin {
         let own_proto = if tls { "https" } else { "http" };
         let own_host = headers.get(header::HOST).cloned();
         if !self.trusts(peer.ip()) {
@@ -219,7 +220,7 @@ fn last_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Request headers that carry a claim about the client's address, scheme, host or port.
 /// Never forwarded as a client sent them: the bridge sets `X-Forwarded-For`, `-Proto` and
 /// `-Host` itself.
-pub fn is_forwarding_header(name: &str) -> bool {
+pub(crate) fn is_forwarding_header(name: &str) -> bool {
     name.starts_with("x-forwarded-")
         || matches!(
             name,

@@ -35,17 +35,19 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, error, info, warn};
 
+use super::Sessions;
 use crate::backend::{BackendClient, BackendError, BackendTarget, RequestIds};
-use crate::close::{Cause, Ending, Initiator};
 use crate::config::RateLimitAction;
-use crate::limits::{ConnectionSlot, TokenBucket, worth_logging};
+use crate::logging::worth_logging;
 use crate::metrics::Metrics;
-use crate::payload::Payload;
-use crate::registry::{ConnectionStats, Outbound, Registration};
-use crate::server::Shared;
+use crate::policy::limits::{ConnectionSlot, TokenBucket};
+use crate::protocol::payload::Payload;
+use crate::protocol::{Cause, Initiator};
+use crate::session::close::Ending;
+use crate::session::registry::{ConnectionStats, Outbound, Registration};
 
 /// Time given to the WebSocket closing handshake before the socket is dropped.
-pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 type FramePost = Pin<Box<dyn Future<Output = Result<Option<Payload>, BackendError>> + Send>>;
 
@@ -68,11 +70,11 @@ pub(crate) struct Connection {
 }
 
 /// Runs a connection to its end, disconnect POST included, whatever happens inside.
-pub(crate) async fn run<S>(ws: WebSocketStream<S>, conn: Connection, shared: Arc<Shared>)
+pub(crate) async fn run<S>(ws: WebSocketStream<S>, conn: Connection, sessions: Arc<Sessions>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut task = Task::new(ws, conn, shared);
+    let mut task = Task::new(ws, conn, sessions);
     let ending = match AssertUnwindSafe(task.serve()).catch_unwind().await {
         Ok(ending) => ending,
         Err(panic) => {
@@ -115,7 +117,7 @@ enum Event {
 /// A connection task's state.
 struct Task<S> {
     ws: WebSocketStream<S>,
-    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
     backend: BackendClient,
     metrics: Arc<Metrics>,
     frame_url: Arc<BackendTarget>,
@@ -149,18 +151,18 @@ impl<S> Task<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fn new(ws: WebSocketStream<S>, conn: Connection, shared: Arc<Shared>) -> Self {
-        let config = &shared.config;
-        let backend = shared.backend.clone();
-        let metrics = Arc::clone(&shared.metrics);
+    fn new(ws: WebSocketStream<S>, conn: Connection, sessions: Arc<Sessions>) -> Self {
+        let config = &sessions.config;
+        let backend = sessions.backend.clone();
+        let metrics = Arc::clone(&sessions.metrics);
         metrics.opened.inc();
         metrics.open.inc();
         let mut ping =
             tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let rate = (config.max_messages_per_second > 0).then(|| RateLimit {
-            bucket: TokenBucket::new(config.max_messages_per_second),
-            action: config.rate_limit_action,
+        let rate = config.rate_limit.map(|(per_second, action)| RateLimit {
+            bucket: TokenBucket::new(per_second),
+            action,
         });
         let lifetime = config
             .max_connection_lifetime
@@ -195,7 +197,7 @@ where
             last_seen: Instant::now(),
             ping,
             lifetime,
-            shared,
+            sessions,
         }
     }
 
@@ -251,14 +253,14 @@ where
     }
 
     async fn next_event(&mut self) -> Event {
-        let config = &self.shared.config;
+        let config = &self.sessions.config;
         let may_read = self.paused_until.is_none()
             && self.pending.len() < config.read_ahead_messages
             && self.pending_bytes < config.read_ahead_bytes;
         let paused_until = self.paused_until;
         tokio::select! {
             biased;
-            () = self.shared.shutdown.cancelled() => Event::Shutdown,
+            () = self.sessions.shutdown.cancelled() => Event::Shutdown,
             () = wait_for(self.lifetime.as_mut()) => Event::Lifetime,
             _ = self.ping.tick() => Event::Ping,
             item = self.outbound.recv() => Event::Outbound(item),
@@ -269,7 +271,7 @@ where
     }
 
     async fn on_ping(&mut self) -> Result<(), Ending> {
-        if self.last_seen.elapsed() >= self.shared.config.idle_timeout {
+        if self.last_seen.elapsed() >= self.sessions.config.idle_timeout {
             return Err(Ending::away(Cause::IdleTimeout, "idle timeout"));
         }
         self.send(Message::Ping(bytes::Bytes::new())).await
@@ -406,7 +408,7 @@ where
     /// Sends one frame to the client within the write timeout; a client that does not take it
     /// in time is dropped as too slow.
     async fn send(&mut self, message: Message) -> Result<(), Ending> {
-        let timeout = self.shared.config.client_write_timeout;
+        let timeout = self.sessions.config.client_write_timeout;
         match tokio::time::timeout(timeout, self.ws.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Ending::client_gone(&format!("write failed: {e}"))),
@@ -647,7 +649,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{BackendSettings, RetryPolicy};
+    use crate::config::BackendConfig;
 
     /// A backend on 127.0.0.1:0 that forwards the close cause of every POST it gets.
     async fn cause_recorder() -> (url::Url, mpsc::UnboundedReceiver<String>) {
@@ -677,22 +679,18 @@ mod tests {
     }
 
     fn client() -> BackendClient {
-        BackendClient::new(BackendSettings {
+        let config = BackendConfig {
             timeout: Duration::from_secs(5),
             max_reply_size: 1024,
             max_connections_per_host: 4,
-            retry: RetryPolicy {
-                retries: 0,
-                budget: Duration::ZERO,
-                base: Duration::from_millis(1),
-                cap: Duration::from_millis(1),
-            },
+            retries: 0,
+            retry_budget: Duration::ZERO,
             extra_roots: Vec::new(),
             signer: None,
             deny_private_networks: false,
-            metrics: Arc::new(Metrics::new()),
-        })
-        .unwrap_or_else(|e| panic!("client: {e}"))
+        };
+        BackendClient::new(&config, Arc::new(Metrics::new()))
+            .unwrap_or_else(|e| panic!("client: {e}"))
     }
 
     #[tokio::test]

@@ -6,13 +6,13 @@ use reqwest::header::HeaderValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Content type of text messages.
-pub const TEXT_CONTENT_TYPE: &str = "text/plain;charset=UTF-8";
+pub(crate) const TEXT_CONTENT_TYPE: &str = "text/plain;charset=UTF-8";
 /// Content type of binary messages.
-pub const BINARY_CONTENT_TYPE: &str = "application/octet-stream";
+pub(crate) const BINARY_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// A WebSocket message's payload and kind, as carried over HTTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Payload {
+pub(crate) enum Payload {
     /// UTF-8 text (validated once, where it entered the bridge).
     Text(Utf8Bytes),
     /// Arbitrary bytes.
@@ -21,17 +21,12 @@ pub enum Payload {
 
 impl Payload {
     /// Length in bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.bytes().len()
     }
 
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.bytes().is_empty()
-    }
-
     /// The payload bytes.
-    pub fn bytes(&self) -> &Bytes {
+    pub(crate) fn bytes(&self) -> &Bytes {
         match self {
             Payload::Text(t) => t.as_ref(),
             Payload::Binary(b) => b,
@@ -40,7 +35,10 @@ impl Payload {
 
     /// Builds a payload from an HTTP body and its content type: `text/*` is text and must be
     /// UTF-8; anything else (or no content type) is binary.
-    pub fn from_http(content_type: Option<&HeaderValue>, body: Bytes) -> Result<Self, NotUtf8> {
+    pub(crate) fn from_http(
+        content_type: Option<&HeaderValue>,
+        body: Bytes,
+    ) -> Result<Self, NotUtf8> {
         if is_text(content_type) {
             Utf8Bytes::try_from(body)
                 .map(Payload::Text)
@@ -54,10 +52,10 @@ impl Payload {
 /// A `text/*` body that is not valid UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the content type is text/* but the body is not valid UTF-8")]
-pub struct NotUtf8;
+pub(crate) struct NotUtf8;
 
 /// Whether a content type names text (`text/*`, case-insensitive).
-pub fn is_text(content_type: Option<&HeaderValue>) -> bool {
+pub(crate) fn is_text(content_type: Option<&HeaderValue>) -> bool {
     content_type
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -93,5 +91,22 @@ mod tests {
             Payload::from_http(None, Bytes::from_static(b"\xff")),
             Ok(Payload::Binary(Bytes::from_static(b"\xff")))
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn text_payloads_are_exactly_the_utf8_ones(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let ct = axum::http::HeaderValue::from_static("text/plain");
+            let result = Payload::from_http(Some(&ct), bytes::Bytes::from(body.clone()));
+            prop_assert_eq!(result.is_ok(), std::str::from_utf8(&body).is_ok());
+        }
     }
 }

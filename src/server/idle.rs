@@ -15,11 +15,11 @@ use tokio::time::{Instant, Sleep};
 
 /// Set by the `/connect` handler when it answers 101: from then on the connection is exempt.
 #[derive(Debug, Clone, Default)]
-pub struct Upgraded(Arc<AtomicBool>);
+pub(crate) struct Upgraded(Arc<AtomicBool>);
 
 impl Upgraded {
     /// Marks the connection as upgraded.
-    pub fn mark(&self) {
+    pub(crate) fn mark(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 
@@ -29,7 +29,7 @@ impl Upgraded {
 }
 
 /// Fails reads with `TimedOut` when nothing arrives for too long, unless upgraded.
-pub struct IdleGuard<IO> {
+pub(crate) struct IdleGuard<IO> {
     io: IO,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
@@ -39,7 +39,7 @@ pub struct IdleGuard<IO> {
 impl<IO> IdleGuard<IO> {
     /// Wraps `io`: the first byte must arrive within `first`, later silences last at most
     /// `idle`.
-    pub fn new(io: IO, first: Duration, idle: Duration, upgraded: Upgraded) -> Self {
+    pub(crate) fn new(io: IO, first: Duration, idle: Duration, upgraded: Upgraded) -> Self {
         IdleGuard {
             io,
             idle,

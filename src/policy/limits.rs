@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// Why a handshake was refused by a connection limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitRefusal {
+pub(crate) enum LimitRefusal {
     /// `--max-connections` reached (503).
     Full {
         /// The limit.
@@ -34,7 +34,7 @@ pub enum LimitRefusal {
 
 /// Counts open connections, overall and per client IP.
 #[derive(Debug)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     max: usize,
     per_ip: usize,
     open: AtomicUsize,
@@ -46,7 +46,7 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     /// Limits of `max` connections and `per_ip` per address (0: no per-address limit).
-    pub fn new(max: usize, per_ip: usize) -> Self {
+    pub(crate) fn new(max: usize, per_ip: usize) -> Self {
         ConnectionLimits {
             max,
             per_ip,
@@ -57,8 +57,8 @@ impl ConnectionLimits {
     }
 
     /// Lowers the connection limit to `fit` when that is below it: the open-files limit
-    /// `open_files` holds no more (see [`crate::fdlimit::DescriptorBudget`]).
-    pub fn capped_by_open_files(mut self, fit: usize, open_files: u64) -> Self {
+    /// `open_files` holds no more (see [`crate::server::fdlimit::DescriptorBudget`]).
+    pub(crate) fn capped_by_open_files(mut self, fit: usize, open_files: u64) -> Self {
         if fit < self.max {
             self.max = fit;
             self.open_files = Some(open_files);
@@ -67,12 +67,16 @@ impl ConnectionLimits {
     }
 
     /// Open connections now.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
     /// Takes a slot for a new connection from `ip`, or says which limit refuses it.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, LimitRefusal> {
+    pub(crate) fn try_acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+    ) -> Result<ConnectionSlot, LimitRefusal> {
         let ip = subscriber(ip);
         let reserved = self
             .open
@@ -110,13 +114,13 @@ impl ConnectionLimits {
 fn subscriber(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         v4 @ IpAddr::V4(_) => v4,
-        v6 @ IpAddr::V6(_) => crate::forwarded::mask(v6, 64),
+        v6 @ IpAddr::V6(_) => crate::policy::forwarded::mask(v6, 64),
     }
 }
 
 /// One open connection's place in the limits; released when dropped.
 #[derive(Debug)]
-pub struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     limits: Arc<ConnectionLimits>,
     ip: IpAddr,
 }
@@ -140,15 +144,9 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Whether the `n`th event of a kind deserves a log line: the first ones, then every
-/// thousandth, so a flood cannot flood the logs.
-pub fn worth_logging(n: u64) -> bool {
-    n <= 10 || n.is_power_of_two() || n % 1000 == 0
-}
-
 /// A token bucket: `rate` tokens per second, holding at most one second's worth.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     tokens: f64,
     last: Instant,
@@ -156,7 +154,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket refilling at `rate` per second.
-    pub fn new(rate: u32) -> Self {
+    pub(crate) fn new(rate: u32) -> Self {
         TokenBucket {
             rate: f64::from(rate),
             tokens: f64::from(rate),
@@ -164,13 +162,8 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token if there is one.
-    pub fn take(&mut self) -> bool {
-        self.take_at(Instant::now())
-    }
-
     /// Takes one token if there is one at time `now`.
-    pub fn take_at(&mut self, now: Instant) -> bool {
+    pub(crate) fn take_at(&mut self, now: Instant) -> bool {
         self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -183,7 +176,7 @@ impl TokenBucket {
     /// Takes one token at time `now`, going into debt if there is none, and returns how long
     /// to wait until the debt is repaid (`None`: no wait). A caller that waits that long
     /// before taking the next one holds its rate exactly.
-    pub fn take_or_wait(&mut self, now: Instant) -> Option<std::time::Duration> {
+    pub(crate) fn take_or_wait(&mut self, now: Instant) -> Option<std::time::Duration> {
         self.refill(now);
         self.tokens -= 1.0;
         (self.tokens < 0.0).then(|| std::time::Duration::from_secs_f64(-self.tokens / self.rate))

@@ -31,7 +31,10 @@ pub fn install_crypto_provider() {
 }
 
 /// Builds the server configuration from a PEM chain (leaf first) and a PEM private key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub(crate) fn server_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     install_crypto_provider();
     let chain = read_certificates(cert).map_err(|reason| TlsError::Cert {
         path: cert.to_owned(),
@@ -54,7 +57,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 }
 
 /// Loads the PEM CA certificates of `--backend-ca`.
-pub fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     read_certificates(path).map_err(|reason| TlsError::Ca {
         path: path.to_owned(),
         reason,

@@ -1,7 +1,7 @@
 //! The process's open-files limit (`RLIMIT_NOFILE`): raising the soft limit to the hard one at
 //! startup, and the descriptor budget, i.e. how many WebSocket connections fit beside the
 //! descriptors the rest of the bridge needs. Owns no socket and refuses nothing itself: the
-//! server caps [`crate::limits::ConnectionLimits`] with [`DescriptorBudget::connections`] (the
+//! server caps [`crate::policy::limits::ConnectionLimits`] with [`DescriptorBudget::connections`] (the
 //! handshake answers 503 beyond it) and the backend pool with
 //! [`DescriptorBudget::backend_connections`].
 //!
@@ -13,21 +13,23 @@
 
 use std::fmt;
 
+use crate::config::{BackendConfig, LimitsConfig};
+
 /// Descriptors the bridge needs whatever its traffic: stdin/stdout/stderr, the runtime's
 /// epoll instances and wakers, the signal pipe, the listeners (main and metrics), plus headroom
 /// for name lookups in flight and files read at startup. 14 are open in an idle bridge with a
 /// metrics listener (counted in `/proc/PID/fd`); 32 leaves room for the rest.
-pub const RUNTIME_RESERVE: u64 = 32;
+pub(crate) const RUNTIME_RESERVE: u64 = 32;
 
 /// Descriptors for HTTP connections that no flag bounds: health probes, metrics scrapes,
 /// keep-alive callback connections waiting between requests, and refused handshakes on their
 /// way out.
-pub const HTTP_SLACK: u64 = 64;
+pub(crate) const HTTP_SLACK: u64 = 64;
 
 /// Callback connections delivering a body at once that the budget keeps room for. No flag
 /// bounds them (`--callback-body-memory` bounds their bytes, not their number); 256 is what a
 /// busy backend pool opens towards one bridge.
-pub const CALLBACK_CONNECTIONS: usize = 256;
+pub(crate) const CALLBACK_CONNECTIONS: usize = 256;
 
 /// The open-files limits of this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,21 +97,22 @@ pub fn raise_soft_limit() -> Result<Raised, FdLimitError> {
 
 /// What the bridge is configured to hold, in descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Demand {
+pub(crate) struct Demand {
     /// `--max-connections`: one client socket each.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// `--backend-max-connections`: sockets to one backend host (the common deployment has
     /// one; each further host may take as many again).
-    pub backend_connections: usize,
+    pub(crate) backend_connections: usize,
     /// Callback connections delivering a body at once: [`CALLBACK_CONNECTIONS`].
-    pub callback_bodies: usize,
+    pub(crate) callback_bodies: usize,
 }
 
-impl From<&crate::Config> for Demand {
-    fn from(config: &crate::Config) -> Self {
+impl Demand {
+    /// What a configuration with these limits and this backend pool asks for.
+    pub(crate) fn new(limits: &LimitsConfig, backend: &BackendConfig) -> Self {
         Demand {
-            max_connections: config.max_connections,
-            backend_connections: config.backend_max_connections,
+            max_connections: limits.max_connections,
+            backend_connections: backend.max_connections_per_host,
             callback_bodies: CALLBACK_CONNECTIONS,
         }
     }
@@ -135,23 +138,23 @@ impl From<&crate::Config> for Demand {
 /// and probe connections are opened by others, so nothing lower than the connection cap
 /// bounds them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DescriptorBudget {
+pub(crate) struct DescriptorBudget {
     /// The soft open-files limit the budget was made for.
-    pub limit: OpenFiles,
+    pub(crate) limit: OpenFiles,
     /// What the configuration asks for.
-    pub demand: Demand,
+    pub(crate) demand: Demand,
     /// Descriptors kept for the HTTP side (backends, callbacks, probes).
-    pub http: u64,
+    pub(crate) http: u64,
     /// WebSocket connections the limit holds beside everything else.
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// Concurrent connections to one backend host in force: `--backend-max-connections`, or
     /// fewer when the limit is short.
-    pub backend_connections: usize,
+    pub(crate) backend_connections: usize,
 }
 
 impl DescriptorBudget {
     /// The budget for `demand` within `limit`.
-    pub fn new(limit: OpenFiles, demand: Demand) -> Self {
+    pub(crate) fn new(limit: OpenFiles, demand: Demand) -> Self {
         let after_runtime = limit.soft.saturating_sub(RUNTIME_RESERVE);
         let wanted = http_wanted(&demand);
         let http = wanted.min(after_runtime / 2);
@@ -174,7 +177,7 @@ impl DescriptorBudget {
     }
 
     /// Descriptors the whole configuration needs: `--max-connections` plus the reserves.
-    pub fn needed(&self) -> u64 {
+    pub(crate) fn needed(&self) -> u64 {
         as_u64(self.demand.max_connections)
             .saturating_add(RUNTIME_RESERVE)
             .saturating_add(http_wanted(&self.demand))
@@ -182,12 +185,12 @@ impl DescriptorBudget {
 
     /// The connection limit in force: `--max-connections`, or fewer if the descriptors hold
     /// fewer.
-    pub fn max_connections(&self) -> usize {
+    pub(crate) fn max_connections(&self) -> usize {
         self.demand.max_connections.min(self.connections)
     }
 
     /// Whether the open-files limit holds fewer connections than `--max-connections`.
-    pub fn is_short(&self) -> bool {
+    pub(crate) fn is_short(&self) -> bool {
         self.connections < self.demand.max_connections
     }
 }

@@ -15,7 +15,7 @@ use url::{Host, Url};
 /// documentation, Teredo (2001::/32) and local-use NAT64 (64:ff9b:1::/48), whose IPv4 side
 /// the bridge cannot see, and IPv4 addresses embedded in IPv4-mapped, IPv4-compatible, NAT64
 /// (64:ff9b::/96) and 6to4 (2002::/16) addresses.
-pub fn is_forbidden(ip: IpAddr) -> bool {
+pub(crate) fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_forbidden_v4(v4),
         IpAddr::V6(v6) => is_forbidden_v6(v6),
@@ -80,7 +80,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 }
 
 /// Resolves a backend URL's host and checks every address. Returns a message for a 403.
-pub async fn check_url(url: &Url) -> Result<(), String> {
+pub(crate) async fn check_url(url: &Url) -> Result<(), String> {
     let port = url.port_or_known_default().unwrap_or(80);
     let addrs: Vec<IpAddr> = match url.host() {
         Some(Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
@@ -106,7 +106,7 @@ pub async fn check_url(url: &Url) -> Result<(), String> {
 /// A DNS resolver for the backend client that drops forbidden addresses, so a name that
 /// resolved to a public address at the handshake cannot be rebound to a private one later.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct GuardedResolver;
+pub(crate) struct GuardedResolver;
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -192,5 +192,14 @@ mod tests {
         ] {
             assert!(!forbidden(ip), "{ip} must be allowed");
         }
+    }
+
+    #[tokio::test]
+    async fn the_guarded_resolver_drops_private_addresses_at_request_time() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap_or_else(|e| panic!("{e}"));
+        let result = GuardedResolver.resolve(name).await;
+        let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("--deny-private-networks"), "{message}");
     }
 }

@@ -12,11 +12,8 @@ use std::fmt;
 use reqwest::header::HeaderValue;
 use ring::hmac;
 
-/// The signature header.
-pub const HEADER_SIGNATURE: &str = "x-ws-proxy-signature";
-
 /// Shortest accepted secret, in bytes.
-pub const MIN_SECRET_BYTES: usize = 16;
+pub(crate) const MIN_SECRET_BYTES: usize = 16;
 
 /// What a `v2` signature covers: the request as sent. Each header is its value's bytes, or
 /// empty when the request does not carry it.
@@ -25,32 +22,32 @@ pub const MIN_SECRET_BYTES: usize = 16;
 /// order here, the body last. Header values and URLs cannot hold a newline and the body comes
 /// last, so two different requests never give the same string.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SignedRequest<'a> {
+pub(crate) struct SignedRequest<'a> {
     /// `POST`.
-    pub method: &'a str,
+    pub(crate) method: &'a str,
     /// The target URL as requested: scheme, host, port (unless the default), path and query;
     /// never a fragment.
-    pub url: &'a str,
+    pub(crate) url: &'a str,
     /// `x-ws-proxy-request-id`.
-    pub request_id: &'a [u8],
+    pub(crate) request_id: &'a [u8],
     /// `x-ws-proxy-seq` (frame POSTs).
-    pub seq: &'a [u8],
+    pub(crate) seq: &'a [u8],
     /// `content-type`.
-    pub content_type: &'a [u8],
+    pub(crate) content_type: &'a [u8],
     /// `x-ws-proxy-send`: the callback URL.
-    pub send: &'a [u8],
+    pub(crate) send: &'a [u8],
     /// `x-ws-proxy-request-uri` (connect hook).
-    pub request_uri: &'a [u8],
+    pub(crate) request_uri: &'a [u8],
     /// `x-ws-proxy-close-code` (disconnect POSTs).
-    pub close_code: &'a [u8],
+    pub(crate) close_code: &'a [u8],
     /// `x-ws-proxy-close-reason` (disconnect POSTs), as sent: percent-encoded.
-    pub close_reason: &'a [u8],
+    pub(crate) close_reason: &'a [u8],
     /// `x-ws-proxy-close-initiator` (disconnect POSTs).
-    pub close_initiator: &'a [u8],
+    pub(crate) close_initiator: &'a [u8],
     /// `x-ws-proxy-close-cause` (disconnect POSTs).
-    pub close_cause: &'a [u8],
+    pub(crate) close_cause: &'a [u8],
     /// The raw body.
-    pub body: &'a [u8],
+    pub(crate) body: &'a [u8],
 }
 
 impl SignedRequest<'_> {
@@ -75,7 +72,7 @@ impl SignedRequest<'_> {
 
 /// Signs backend requests with one or more secrets.
 #[derive(Clone)]
-pub struct Signer {
+pub(crate) struct Signer {
     keys: Vec<hmac::Key>,
     /// Also send the `v1=` values (`--signing-v1`).
     v1: bool,
@@ -94,7 +91,7 @@ impl fmt::Debug for Signer {
 
 impl Signer {
     /// A signer for these secrets (in the order the `v2=` values appear), sending only `v2=`.
-    pub fn new<S: AsRef<[u8]>>(secrets: &[S]) -> Self {
+    pub(crate) fn new<S: AsRef<[u8]>>(secrets: &[S]) -> Self {
         Signer {
             keys: secrets
                 .iter()
@@ -105,28 +102,13 @@ impl Signer {
     }
 
     /// Whether to also send the old `v1=` values after the `v2=` ones (`--signing-v1`).
-    pub fn with_v1(mut self, v1: bool) -> Self {
+    pub(crate) fn with_v1(mut self, v1: bool) -> Self {
         self.v1 = v1;
         self
     }
 
-    /// Whether the `v1=` values are sent too.
-    pub fn sends_v1(&self) -> bool {
-        self.v1
-    }
-
-    /// Number of secrets.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// True when there is no secret.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// The header value for `request` sent at `unix_seconds`.
-    pub fn signature(&self, unix_seconds: u64, request: &SignedRequest<'_>) -> String {
+    pub(crate) fn signature(&self, unix_seconds: u64, request: &SignedRequest<'_>) -> String {
         let t = unix_seconds.to_string();
         let per_value = ",v2=".len() + 64;
         let values = self.keys.len() * if self.v1 { 2 } else { 1 };
@@ -161,7 +143,7 @@ impl Signer {
     }
 
     /// [`Signer::signature`] for now, as a header value.
-    pub fn header(&self, request: &SignedRequest<'_>) -> HeaderValue {
+    pub(crate) fn header(&self, request: &SignedRequest<'_>) -> HeaderValue {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

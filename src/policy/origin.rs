@@ -14,7 +14,7 @@ pub struct OriginError {
 
 /// The origins allowed to open WebSocket connections. Empty: any origin (no check).
 #[derive(Debug, Default, Clone)]
-pub struct OriginPolicy {
+pub(crate) struct OriginPolicy {
     /// Exact origins, serialised as `scheme://host[:port]` (default port omitted).
     exact: Vec<String>,
     /// `(scheme, domain)` of `[scheme://]*.domain` patterns: subdomains of `domain`.
@@ -23,7 +23,7 @@ pub struct OriginPolicy {
 
 impl OriginPolicy {
     /// Parses `--allowed-origin` entries.
-    pub fn new(entries: &[String]) -> Result<Self, OriginError> {
+    pub(crate) fn new(entries: &[String]) -> Result<Self, OriginError> {
         let mut policy = OriginPolicy::default();
         for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
             let err = |reason: &str| OriginError {
@@ -60,22 +60,13 @@ impl OriginPolicy {
         Ok(policy)
     }
 
-    /// The entries, normalised (`scheme://host[:port]`, or `[scheme://]*.domain`).
-    pub fn entries(&self) -> Vec<String> {
-        let patterns = self.patterns.iter().map(|(scheme, domain)| match scheme {
-            Some(s) => format!("{s}://*.{domain}"),
-            None => format!("*.{domain}"),
-        });
-        self.exact.iter().cloned().chain(patterns).collect()
-    }
-
     /// Whether any entry is configured (otherwise every origin is accepted).
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         !self.exact.is_empty() || !self.patterns.is_empty()
     }
 
     /// Whether a handshake with this `Origin` header may proceed.
-    pub fn allows(&self, origin: Option<&str>) -> bool {
+    pub(crate) fn allows(&self, origin: Option<&str>) -> bool {
         if !self.is_enabled() {
             return true;
         }
@@ -142,6 +133,24 @@ mod tests {
             "*.a/b",
         ] {
             assert!(OriginPolicy::new(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn origin_checks_never_panic(entry in "[a-z*.:/]{0,30}", origin in "\\PC{0,40}") {
+            if let Ok(policy) = OriginPolicy::new(&[entry]) {
+                let _ = policy.allows(Some(&origin));
+                let _ = policy.allows(None);
+            }
         }
     }
 }

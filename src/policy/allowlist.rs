@@ -22,7 +22,7 @@ pub enum AllowlistError {
 
 /// Why a client-supplied backend URL was rejected before the allowlist was consulted (400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UrlError {
+pub(crate) enum UrlError {
     /// Not an absolute URL.
     #[error("is not an absolute URL ({0})")]
     Unparsable(String),
@@ -46,7 +46,7 @@ pub enum UrlError {
 
 /// Parses a backend URL named by a client and checks the properties every backend URL must
 /// have, whatever the allowlist says.
-pub fn parse_backend_url(raw: &str) -> Result<Url, UrlError> {
+pub(crate) fn parse_backend_url(raw: &str) -> Result<Url, UrlError> {
     let url = Url::parse(raw.trim()).map_err(|e| UrlError::Unparsable(e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(UrlError::Scheme(url.scheme().to_owned()));
@@ -62,7 +62,7 @@ pub fn parse_backend_url(raw: &str) -> Result<Url, UrlError> {
 
 /// Refuses paths holding an encoded `/` (`%2F`), `\\` (`%5C`) or `.` (`%2E`), or a `;`
 /// (a path parameter, as in `/ws/..;/admin`, which Java servers strip before routing).
-pub fn check_path(url: &Url) -> Result<(), UrlError> {
+pub(crate) fn check_path(url: &Url) -> Result<(), UrlError> {
     let path = url.path().as_bytes();
     if path.contains(&b';') {
         return Err(UrlError::AmbiguousPath("a `;` path parameter"));
@@ -100,7 +100,7 @@ impl std::fmt::Display for HostSuffix {
 
 /// The operator's allowlist.
 #[derive(Debug, Default)]
-pub struct Allowlist {
+pub(crate) struct Allowlist {
     /// Patterns as the operator wrote them, compiled wrapped in `^(?:…)$`.
     patterns: Vec<(String, Regex)>,
     host_suffixes: Vec<HostSuffix>,
@@ -110,7 +110,10 @@ pub struct Allowlist {
 
 impl Allowlist {
     /// Compiles the `--allowlist` patterns and checks the `--host-suffix-allowlist` entries.
-    pub fn new(patterns: &[String], host_suffixes: &[String]) -> Result<Self, AllowlistError> {
+    pub(crate) fn new(
+        patterns: &[String],
+        host_suffixes: &[String],
+    ) -> Result<Self, AllowlistError> {
         let patterns = patterns
             .iter()
             .filter(|p| !p.is_empty())
@@ -136,20 +139,15 @@ impl Allowlist {
     }
 
     /// Admits backend paths with encoded separators or `;` parameters (`--allow-encoded-paths`).
-    pub fn with_encoded_paths(mut self, allowed: bool) -> Self {
+    pub(crate) fn with_encoded_paths(mut self, allowed: bool) -> Self {
         self.encoded_paths = allowed;
         self
-    }
-
-    /// Whether `--allow-encoded-paths` is on.
-    pub fn admits_encoded_paths(&self) -> bool {
-        self.encoded_paths
     }
 
     /// Parses a client-supplied backend URL and checks what every backend URL must satisfy
     /// whatever the patterns say (scheme, no user info, an unambiguous path). A URL that
     /// passes may still be refused by [`Allowlist::allows`].
-    pub fn parse(&self, raw: &str) -> Result<Url, UrlError> {
+    pub(crate) fn parse(&self, raw: &str) -> Result<Url, UrlError> {
         let url = parse_backend_url(raw)?;
         if !self.encoded_paths {
             check_path(&url)?;
@@ -157,23 +155,19 @@ impl Allowlist {
         Ok(url)
     }
 
-    /// The patterns as the operator wrote them.
-    pub fn patterns(&self) -> Vec<String> {
-        self.patterns.iter().map(|(p, _)| p.clone()).collect()
-    }
-
     /// The host suffixes, normalised (`.domain`, or `.domain:port` for a port other than 443).
-    pub fn host_suffixes(&self) -> Vec<String> {
+    #[cfg(test)]
+    fn host_suffixes(&self) -> Vec<String> {
         self.host_suffixes.iter().map(ToString::to_string).collect()
     }
 
     /// True when no entry is configured: every URL is refused.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.patterns.is_empty() && self.host_suffixes.is_empty()
     }
 
     /// Number of configured entries (patterns plus host suffixes).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.patterns.len() + self.host_suffixes.len()
     }
 
@@ -182,7 +176,7 @@ impl Allowlist {
     /// Patterns match the URL's normalised serialisation as a whole; host suffixes admit https
     /// URLs whose parsed domain equals the suffix or ends with `.` + suffix, on the entry's
     /// port (443 unless the entry names one).
-    pub fn allows(&self, url: &Url) -> bool {
+    pub(crate) fn allows(&self, url: &Url) -> bool {
         let serialised = url.as_str();
         if self.patterns.iter().any(|(_, re)| re.is_match(serialised)) {
             return true;
@@ -379,5 +373,75 @@ mod tests {
         assert!(Allowlist::new(&["(".into()], &[]).is_err());
         assert!(Allowlist::new(&[], &[".".into()]).is_err());
         assert!(Allowlist::new(&[], &["127.0.0.1".into()]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn allowlist(patterns: &[&str], suffixes: &[&str]) -> Allowlist {
+        let p: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        let s: Vec<String> = suffixes.iter().map(|s| s.to_string()).collect();
+        Allowlist::new(&p, &s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn backend_url_parsing_never_panics_and_only_admits_http(raw in "\\PC{0,80}") {
+            if let Ok(url) = parse_backend_url(&raw) {
+                prop_assert!(url.scheme() == "http" || url.scheme() == "https");
+                prop_assert!(url.username().is_empty() && url.password().is_none());
+                prop_assert!(url.host().is_some());
+            }
+        }
+
+        #[test]
+        fn anchored_patterns_never_match_other_hosts(
+            host in "[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,8}){0,2}",
+            tail in "[a-zA-Z0-9/?=&.%:_-]{0,40}",
+        ) {
+            let list = allowlist(&[r"https://a\.example/.*"], &[]);
+            prop_assume!(host != "a.example");
+            for candidate in [
+                format!("https://{host}/?u=https://a.example/{tail}"),
+                format!("https://{host}/https://a.example/{tail}"),
+                format!("https://a.example.{host}/{tail}"),
+                format!("http://a.example/{tail}"),
+            ] {
+                if let Ok(url) = parse_backend_url(&candidate) {
+                    prop_assert!(!list.allows(&url), "{candidate} must be refused");
+                }
+            }
+            let good = format!("https://a.example/{tail}");
+            if let Ok(url) = parse_backend_url(&good) {
+                prop_assert_eq!(list.allows(&url), url.host_str() == Some("a.example"));
+            }
+        }
+
+        #[test]
+        fn host_suffixes_match_on_label_boundaries_of_the_parsed_host(
+            label in "[a-z0-9]{1,10}",
+            junk in "[a-zA-Z0-9/?=&.#@:_-]{0,30}",
+        ) {
+            let list = allowlist(&[], &[".example.com"]);
+            let sub = format!("https://{label}.example.com/{junk}");
+            if let Ok(url) = parse_backend_url(&sub) {
+                prop_assert_eq!(list.allows(&url), url.host_str().is_some_and(|h| h.ends_with(".example.com")));
+            }
+            for bad in [
+                format!("https://{label}example.com/"),
+                format!("https://example.com.{label}/"),
+                format!("https://{label}.test/{junk}.example.com"),
+            ] {
+                if let Ok(url) = parse_backend_url(&bad) {
+                    let host = url.host_str().unwrap_or_default().to_owned();
+                    prop_assert_eq!(list.allows(&url), host == "example.com" || host.ends_with(".example.com"), "{}", bad);
+                }
+            }
+        }
     }
 }

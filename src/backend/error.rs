@@ -1,0 +1,111 @@
+//! [`BackendError`]: how a backend request failed, whether a retry may help, and its metric
+//! label. Errors never carry the request's URL (its query may hold a secret).
+
+use std::error::Error as _;
+
+use reqwest::StatusCode;
+
+use crate::metrics::FailureReason;
+
+/// A backend request that failed. Every variant ends the connection with 1011.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BackendError {
+    /// The backend answered with a status other than 2xx (redirects included: they are never
+    /// followed).
+    #[error("backend answered {0}")]
+    Status(StatusCode),
+    /// No answer within `--backend-timeout` (waiting for a free backend connection included).
+    #[error("backend timed out")]
+    Timeout,
+    /// The backend could not be reached (DNS, connection refused, TLS).
+    #[error("backend unreachable")]
+    Unreachable(#[source] reqwest::Error),
+    /// The connection was lost before an answer arrived (reset, closed mid-exchange).
+    #[error("backend connection lost")]
+    ConnectionLost(#[source] reqwest::Error),
+    /// Any other failure of the exchange.
+    #[error("backend request failed")]
+    Transport(#[source] reqwest::Error),
+    /// The reply body is larger than `--max-message-size`.
+    #[error("backend reply too large")]
+    ReplyTooLarge,
+    /// A `text/*` reply that is not UTF-8.
+    #[error("backend reply is not valid UTF-8")]
+    ReplyNotUtf8,
+}
+
+impl BackendError {
+    pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
+        // reqwest's message names the whole URL, query included, which may carry a secret:
+        // logs name the backend through `handshake::redacted` instead.
+        let e = e.without_url();
+        if e.is_timeout() {
+            BackendError::Timeout
+        } else if e.is_connect() {
+            BackendError::Unreachable(e)
+        } else if connection_lost(&e) {
+            BackendError::ConnectionLost(e)
+        } else {
+            BackendError::Transport(e)
+        }
+    }
+
+    /// Whether a retry may help: the backend was unreachable or the connection dropped before
+    /// an answer. Timeouts are not retried (the backend may still be working on it).
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Unreachable(_) | BackendError::ConnectionLost(_)
+        ) || matches!(self, BackendError::Status(s) if super::retry::is_transient_status(*s))
+    }
+
+    /// The metric label of this failure.
+    pub(crate) fn reason(&self) -> FailureReason {
+        match self {
+            BackendError::Status(_) => FailureReason::Status,
+            BackendError::Timeout => FailureReason::Timeout,
+            BackendError::Unreachable(_) => FailureReason::Unreachable,
+            BackendError::ConnectionLost(_) => FailureReason::ConnectionLost,
+            BackendError::Transport(_) => FailureReason::Transport,
+            BackendError::ReplyTooLarge => FailureReason::ReplyTooLarge,
+            BackendError::ReplyNotUtf8 => FailureReason::ReplyNotUtf8,
+        }
+    }
+
+    /// The error with its source chain, for logs.
+    pub(crate) fn detail(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
+}
+
+/// Whether a request error means the connection closed or reset before an answer.
+fn connection_lost(e: &reqwest::Error) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}

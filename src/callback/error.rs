@@ -1,0 +1,109 @@
+//! [`ApiError`]: every way a callback request fails, each with its status code (and
+//! `Retry-After` for the 503s) and a one-line message saying what to do.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::close::CloseParamError;
+use crate::session::registry::CALLBACK_BODIES_PER_CONNECTION;
+
+/// Seconds suggested in `Retry-After` when a client's send queue is full.
+pub(crate) const RETRY_AFTER_SECS: u64 = 1;
+
+/// A failed callback request. Each variant maps to one status code.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// 404: no open connection has this id (never existed, or already closed).
+    #[error("no open connection has this id (it never existed or has closed)")]
+    UnknownConnection,
+    /// 413: the body is larger than `--max-message-size`.
+    #[error("message body is larger than this bridge's --max-message-size ({limit} bytes)")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 400: `text/*` content type with a body that is not UTF-8.
+    #[error(
+        "content type is text/* but the body is not valid UTF-8; send valid UTF-8 or use application/octet-stream"
+    )]
+    NotUtf8,
+    /// 503: the client's send queue is full; retry after `Retry-After` seconds.
+    #[error(
+        "the client's send queue is full (at most {capacity} messages or {bytes} bytes wait); retry later"
+    )]
+    QueueFull {
+        /// Queue capacity in messages.
+        capacity: usize,
+        /// Queue capacity in bytes.
+        bytes: usize,
+    },
+    /// 408: the body did not arrive within the handshake timeout.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
+    /// 400: the body could not be read.
+    #[error("the request body could not be read: {0}")]
+    BadBody(String),
+    /// 503: this connection already has [`CALLBACK_BODIES_PER_CONNECTION`] bodies being read.
+    #[error(
+        "{CALLBACK_BODIES_PER_CONNECTION} callback bodies for this connection are being read already; send one at a time, or retry later"
+    )]
+    ConnectionBusy,
+    /// 503: callback bodies being read fill `--callback-body-memory`.
+    #[error(
+        "callback bodies being read fill this bridge's --callback-body-memory ({limit} bytes); retry later"
+    )]
+    Busy {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 403: a browser page from an origin outside `--callback-cors-origin` sent this request.
+    #[error("origin {0:?} may not use callback URLs here (--callback-cors-origin)")]
+    ForeignOrigin(String),
+    /// 400: invalid `code` or `reason` on `DELETE`.
+    #[error(transparent)]
+    BadClose(#[from] CloseParamError),
+    /// 405: a method the callback API does not serve.
+    #[error(
+        "method not allowed: callback URLs take POST (send), DELETE (close), GET (facts) and OPTIONS"
+    )]
+    Method,
+}
+
+impl ApiError {
+    /// The status code this error answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownConnection => StatusCode::NOT_FOUND,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotUtf8 | ApiError::BadBody(_) | ApiError::BadClose(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::QueueFull { .. } | ApiError::Busy { .. } | ApiError::ConnectionBusy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::ForeignOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::Method => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), format!("{self}\n")).into_response();
+        let headers = response.headers_mut();
+        match self.status() {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                headers.insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("POST, GET, DELETE, OPTIONS"),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}

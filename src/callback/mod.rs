@@ -1,0 +1,306 @@
+//! The callback API at `{base-url}/{id}`: backends (or anyone holding the URL) `POST` a body
+//! to send it to that client as one message, `DELETE` to close the socket, `GET` to read its
+//! counters, `OPTIONS` for a browser's CORS preflight. One service ([`Callbacks::serve`]) takes
+//! every callback request: one origin check, one CORS function, one response counter. It never
+//! writes to a client socket itself, only to the connection's bounded queue, found through the
+//! registry. Failures are [`ApiError`]s, each with its status code.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::warn;
+
+use crate::config::CallbackConfig;
+use crate::logging::worth_logging;
+use crate::metrics::Metrics;
+use crate::protocol::Payload;
+use crate::session::registry::{ConnectionHandle, ConnectionId, Outbound, Registry};
+use body::{BodyLimits, CALLBACK_BODY_WAIT, discard, read_body};
+use close::close_params;
+pub(crate) use error::ApiError;
+
+mod body;
+pub(crate) mod close;
+mod error;
+
+/// How long `DELETE` waits for room in a full queue before answering 503.
+pub(crate) const CLOSE_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long browsers may cache a preflight answer.
+const PREFLIGHT_MAX_AGE: &str = "86400";
+
+/// What the callback API needs from the bridge.
+pub(crate) struct Callbacks {
+    config: CallbackConfig,
+    registry: Arc<dyn Registry>,
+    metrics: Arc<Metrics>,
+    /// Bytes of callback bodies held while being read (`--callback-body-memory`), one permit
+    /// per byte.
+    body_memory: Semaphore,
+}
+
+impl Callbacks {
+    pub(crate) fn new(
+        config: CallbackConfig,
+        registry: Arc<dyn Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Callbacks {
+            body_memory: Semaphore::new(config.body_memory),
+            config,
+            registry,
+            metrics,
+        }
+    }
+
+    /// Serves one request to the callback URL of connection `id`: refuses foreign origins,
+    /// dispatches on the method, adds the CORS headers, counts the answer.
+    pub(crate) async fn serve(&self, id: &str, request: Request<Body>) -> Response {
+        let (parts, body) = request.into_parts();
+        let result = match self.check_origin(&parts.headers) {
+            Err(e) => Err(e),
+            Ok(()) => match parts.method {
+                Method::POST => self
+                    .post(id, &parts.headers, body)
+                    .await
+                    .map(IntoResponse::into_response),
+                Method::DELETE => self
+                    .delete(id, parts.uri.query())
+                    .await
+                    .map(IntoResponse::into_response),
+                Method::GET | Method::HEAD => self.get(id).map(IntoResponse::into_response),
+                Method::OPTIONS => Ok(preflight()),
+                _ => Err(ApiError::Method),
+            },
+        };
+        let mut response = result.unwrap_or_else(IntoResponse::into_response);
+        self.cors(&parts.headers, response.headers_mut());
+        self.metrics.callback_response(response.status().as_u16());
+        response
+    }
+
+    /// `POST`: queues the body as one message to the client. 202 once queued.
+    async fn post(
+        &self,
+        id: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<StatusCode, ApiError> {
+        let config = &self.config;
+        let Some((id, handle)) = self.lookup(id) else {
+            discard(body, config.max_message_size, config.body_timeout).await;
+            return Err(ApiError::UnknownConnection);
+        };
+        // A full queue is refused without keeping the body: it is read and thrown away as it
+        // arrives (bounded by the size limit and the body timeout), so the caller sees the 503
+        // rather than a connection reset in the middle of its upload.
+        let queued_now = handle.stats.queued_bytes.load(Ordering::Acquire);
+        if handle.sender.capacity() == 0
+            || (queued_now > 0 && queued_now >= config.send_queue_bytes)
+        {
+            discard(body, config.max_message_size, config.body_timeout).await;
+            return Err(self.queue_full(&handle, id));
+        }
+        let limit = config.max_message_size;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::TooLarge { limit });
+        }
+        // At most two bodies per connection are read at once, so one callback URL cannot tie
+        // up the bridge; bridge-wide, bodies hold a share of --callback-body-memory only for
+        // the bytes that have arrived, so callers that announce much and send little hold
+        // little.
+        let _reading = tokio::time::timeout(CALLBACK_BODY_WAIT, handle.body_reads.acquire())
+            .await
+            .map_err(|_| ApiError::ConnectionBusy)?
+            .map_err(|_| ApiError::UnknownConnection)?;
+        let limits = BodyLimits {
+            size: limit,
+            within: config.body_timeout,
+            memory: &self.body_memory,
+            memory_limit: config.body_memory,
+        };
+        let bytes = read_body(body, limits).await?;
+        let payload = Payload::from_http(headers.get(header::CONTENT_TYPE), bytes)
+            .map_err(|_| ApiError::NotUtf8)?;
+        self.enqueue(&handle, id, payload)
+    }
+
+    /// Puts a message in the connection's queue, within its byte budget (a message larger
+    /// than the budget still fits an empty queue).
+    fn enqueue(
+        &self,
+        handle: &ConnectionHandle,
+        id: ConnectionId,
+        payload: Payload,
+    ) -> Result<StatusCode, ApiError> {
+        let len = payload.len();
+        let queued = &handle.stats.queued_bytes;
+        let before = queued.fetch_add(len, Ordering::AcqRel);
+        let full = before > 0 && before + len > self.config.send_queue_bytes;
+        let result = if full {
+            Err(TrySendError::Full(Outbound::Message(payload)))
+        } else {
+            handle.sender.try_send(Outbound::Message(payload))
+        };
+        match result {
+            Ok(()) => Ok(StatusCode::ACCEPTED),
+            Err(e) => {
+                queued.fetch_sub(len, Ordering::AcqRel);
+                match e {
+                    TrySendError::Full(_) => Err(self.queue_full(handle, id)),
+                    TrySendError::Closed(_) => Err(ApiError::UnknownConnection),
+                }
+            }
+        }
+    }
+
+    /// `DELETE ?code=&reason=`: closes the socket after the messages already accepted. 204
+    /// once the close is queued.
+    async fn delete(&self, id: &str, query: Option<&str>) -> Result<StatusCode, ApiError> {
+        let id = ConnectionId::parse(id).ok_or(ApiError::UnknownConnection)?;
+        let (code, reason) = close_params(query)?;
+        let handle = self
+            .registry
+            .lookup(&id)
+            .ok_or(ApiError::UnknownConnection)?;
+        let close = Outbound::Close {
+            code: CloseCode::from(code),
+            reason,
+        };
+        match handle.sender.send_timeout(close, CLOSE_QUEUE_WAIT).await {
+            Ok(()) => Ok(StatusCode::NO_CONTENT),
+            Err(SendTimeoutError::Timeout(_)) => Err(ApiError::QueueFull {
+                capacity: handle.sender.max_capacity(),
+                bytes: self.config.send_queue_bytes,
+            }),
+            Err(SendTimeoutError::Closed(_)) => Err(ApiError::UnknownConnection),
+        }
+    }
+
+    /// `GET`: facts about a live connection as JSON.
+    fn get(&self, id: &str) -> Result<Json<ConnectionInfo>, ApiError> {
+        let (id, handle) = self.lookup(id).ok_or(ApiError::UnknownConnection)?;
+        let stats = &handle.stats;
+        Ok(Json(ConnectionInfo {
+            id: id.full(),
+            connected_at: humantime::format_rfc3339_millis(stats.connected_at).to_string(),
+            subprotocol: stats.subprotocol.clone(),
+            messages_in: stats.messages_in.load(Ordering::Relaxed),
+            bytes_in: stats.bytes_in.load(Ordering::Relaxed),
+            messages_out: stats.messages_out.load(Ordering::Relaxed),
+            bytes_out: stats.bytes_out.load(Ordering::Relaxed),
+            last_activity: humantime::format_rfc3339_millis(stats.last_activity()).to_string(),
+        }))
+    }
+
+    /// The live connection with this id, if the id is one.
+    fn lookup(&self, id: &str) -> Option<(ConnectionId, ConnectionHandle)> {
+        let id = ConnectionId::parse(id)?;
+        self.registry.lookup(&id).map(|handle| (id, handle))
+    }
+
+    /// With `--callback-cors-origin` set, refuses requests from browser pages of other
+    /// origins (403): CORS alone only hides the answer, while a simple POST would still be
+    /// delivered.
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let (Some(allowed), Some(origin)) =
+            (&self.config.cors_origins, headers.get(header::ORIGIN))
+        else {
+            return Ok(());
+        };
+        if allowed.iter().any(|o| o == origin) {
+            return Ok(());
+        }
+        Err(ApiError::ForeignOrigin(
+            String::from_utf8_lossy(origin.as_bytes())
+                .chars()
+                .take(100)
+                .collect(),
+        ))
+    }
+
+    /// The CORS headers of an answer to a request from `Origin`: any origin with the default
+    /// `*`, otherwise the request's own origin when it is listed.
+    fn cors(&self, request: &HeaderMap, response: &mut HeaderMap) {
+        let Some(origin) = request.get(header::ORIGIN) else {
+            return;
+        };
+        let allowed = match &self.config.cors_origins {
+            None => Some(HeaderValue::from_static("*")),
+            Some(list) => list.iter().find(|o| *o == origin).cloned(),
+        };
+        if let Some(allowed) = allowed {
+            response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        }
+        if self.config.cors_origins.is_some() {
+            response.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+    }
+
+    /// Counts (metrics, and a log line now and then) a callback refused because the client's
+    /// send queue is full, and builds its 503.
+    fn queue_full(&self, handle: &ConnectionHandle, id: ConnectionId) -> ApiError {
+        // `inc` returns the count before this one.
+        let total = self.metrics.queue_full.inc() + 1;
+        if worth_logging(total) {
+            warn!(conn.id = %id, queue_full_total = total, "callback refused: the client's send queue is full");
+        }
+        ApiError::QueueFull {
+            capacity: handle.sender.max_capacity(),
+            bytes: self.config.send_queue_bytes,
+        }
+    }
+}
+
+/// The answer to a CORS preflight (`OPTIONS`); `Access-Control-Allow-Origin` is added by
+/// [`Callbacks::cors`] like on every answer.
+fn preflight() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, GET, DELETE"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(PREFLIGHT_MAX_AGE),
+    );
+    response
+}
+
+/// The body of `GET {base-url}/{id}`.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ConnectionInfo {
+    /// The connection id.
+    id: String,
+    /// When the upgrade completed (RFC 3339, UTC).
+    connected_at: String,
+    /// The selected subprotocol, or null.
+    subprotocol: Option<String>,
+    /// Messages received from the client.
+    messages_in: u64,
+    /// Payload bytes received from the client.
+    bytes_in: u64,
+    /// Messages written to the client.
+    messages_out: u64,
+    /// Payload bytes written to the client.
+    bytes_out: u64,
+    /// Last frame from or message to the client (RFC 3339, UTC).
+    last_activity: String,
+}

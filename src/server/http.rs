@@ -1,0 +1,165 @@
+//! One accepted TCP connection: the TLS handshake if configured, then HTTP/1.1 or HTTP/2 with
+//! upgrades, and the routes: `GET /connect` (the session layer), the callback API,
+//! `/healthz`, `/readyz`, and a 404 for anything else. Routing is a match on the path, not a
+//! router: four routes, on the hot path of every callback.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::idle::{IdleGuard, Upgraded};
+use crate::callback::Callbacks;
+use crate::session::Sessions;
+use crate::session::registry::ConnectionId;
+
+/// Largest HTTP/1.1 request head (request line plus headers) accepted, in bytes.
+pub(crate) const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// What serving HTTP needs: the two layers it routes to and the HTTP timeouts.
+pub(crate) struct App {
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) callbacks: Callbacks,
+    /// The path callback URLs start with: the base URL's path plus `/`.
+    pub(crate) callback_prefix: String,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Time for the TLS handshake and a request head.
+    pub(crate) handshake_timeout: Duration,
+    /// Idle time allowed between requests on a keep-alive connection.
+    pub(crate) http_idle_timeout: Duration,
+    /// Cancelled when shutdown starts.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Serves one accepted TCP connection: TLS handshake if configured, then HTTP.
+pub(crate) async fn serve_connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    match app.tls.clone() {
+        None => serve_http(app, stream, peer).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(app.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => serve_http(app, tls_stream, peer).await,
+                Ok(Err(e)) => debug!(client.addr = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => debug!(client.addr = %peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<IO>(app: Arc<App>, io: IO, peer: SocketAddr)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upgraded = Upgraded::default();
+    let marker = upgraded.clone();
+    let service_app = Arc::clone(&app);
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let app = Arc::clone(&service_app);
+        let marker = marker.clone();
+        async move {
+            let response = route(&app, peer, request).await;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                // From now on the WebSocket's own timeouts govern this connection.
+                marker.mark();
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let io = IdleGuard::new(io, app.handshake_timeout, app.http_idle_timeout, upgraded);
+    let draining = app.shutdown.is_cancelled();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.handshake_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .keep_alive(!draining);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_REQUEST_HEAD as u32);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    if draining {
+        // One request, then the connection closes.
+        if let Err(e) = connection.await {
+            debug!(client.addr = %peer, error = %e, "HTTP connection ended with an error");
+        }
+        return;
+    }
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                debug!(client.addr = %peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        () = app.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// The routes.
+async fn route(app: &App, peer: SocketAddr, request: Request<Incoming>) -> Response {
+    let path = request.uri().path();
+    if let Some(id) = callback_id(&app.callback_prefix, path) {
+        let id = id.to_owned();
+        return app.callbacks.serve(&id, request.map(Body::new)).await;
+    }
+    match (request.method(), path) {
+        (&Method::GET, "/connect") => {
+            crate::session::handshake::connect(&app.sessions, peer, request).await
+        }
+        (&Method::GET | &Method::HEAD, "/healthz") => "ok\n".into_response(),
+        (&Method::GET | &Method::HEAD, "/readyz") => {
+            if app.shutdown.is_cancelled() {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+            } else {
+                "ready\n".into_response()
+            }
+        }
+        (_, "/connect" | "/healthz" | "/readyz") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use GET\n",
+        )
+            .into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found: this bridge serves GET /connect, GET /healthz, GET /readyz and the callback API\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The id part of a callback path (`{prefix}{id}`), if the path has that shape.
+fn callback_id<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
+    path.strip_prefix(prefix)
+        .filter(|id| id.len() == ConnectionId::LENGTH && !id.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_paths_are_recognised_by_shape() {
+        let id = "0d9e4c1e-8a47-4a53-9d3e-3b8f4f0b7d2a";
+        assert_eq!(callback_id("/", &format!("/{id}")), Some(id));
+        assert_eq!(callback_id("/ws/", &format!("/ws/{id}")), Some(id));
+        assert_eq!(callback_id("/", "/connect"), None);
+        assert_eq!(callback_id("/ws/", &format!("/{id}")), None);
+        assert_eq!(callback_id("/", &format!("/{id}/x")), None);
+    }
+}

@@ -1,0 +1,280 @@
+//! The top of the bridge: builds every layer from the [`Config`] (backend client, sessions,
+//! callback API, metrics), binds nothing itself (the caller hands over bound listeners), runs
+//! the accept loop, and drains on shutdown. Serving one HTTP connection and its routes is in
+//! [`http`]; the idle guard for silent HTTP connections in [`idle`]; the open-files budget in
+//! [`fdlimit`]. Nothing imports this module.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::backend::BackendClient;
+use crate::callback::Callbacks;
+use crate::config::{BaseUrl, Config};
+use crate::metrics::Metrics;
+use crate::policy::limits::ConnectionLimits;
+use crate::session::registry::{LocalRegistry, Registry};
+use crate::session::{SessionParts, Sessions};
+use fdlimit::{DescriptorBudget, OpenFiles};
+use http::{App, serve_connection};
+
+pub(crate) mod fdlimit;
+mod http;
+pub(crate) mod idle;
+
+/// Errors that stop [`run`] before it serves anything.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The listener has no local address.
+    #[error("cannot read the listener's address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// The metrics listener could not be bound.
+    #[error("cannot listen on {0} (--metrics-address): {1}")]
+    MetricsBind(SocketAddr, #[source] std::io::Error),
+    /// The backend HTTP client could not be built.
+    #[error("cannot build the backend HTTP client: {0}")]
+    Backend(#[source] reqwest::Error),
+}
+
+/// Pending connections the kernel may queue before `accept` (tokio's own default is 128,
+/// which a burst of a few hundred handshakes overflows, costing each overflowed client a SYN
+/// retransmission, a second or more).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener with a backlog of 4096 (and `SO_REUSEADDR`, so a restart does not
+/// wait for old connections in TIME_WAIT).
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves the bridge on an already-bound listener until `shutdown` resolves, then closes every
+/// connection (Close 1001, disconnect POSTs) within `--shutdown-grace`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let metrics_listener = match config.server.metrics_address {
+        Some(address) => Some(bind(address).map_err(|e| RunError::MetricsBind(address, e))?),
+        None => None,
+    };
+    run_with(listener, metrics_listener, config, shutdown).await
+}
+
+/// Like [`run`], with the metrics listener already bound (or none), for callers that bind
+/// `127.0.0.1:0`.
+pub async fn run_with(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let local = listener.local_addr().map_err(RunError::LocalAddr)?;
+    let metrics = Arc::new(Metrics::new());
+    let shutdown_token = CancellationToken::new();
+    let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(metrics_listener) = metrics_listener {
+        tokio::spawn(crate::metrics::serve(
+            metrics_listener,
+            Arc::clone(&metrics),
+            shutdown_token.clone(),
+        ));
+    }
+    let grace = config.server.shutdown_grace;
+    let app = Arc::new(assemble(
+        config,
+        local,
+        metrics_address,
+        metrics,
+        shutdown_token,
+    )?);
+    accept_until(&listener, &app, shutdown).await;
+    drain(&listener, &app, grace).await;
+    Ok(())
+}
+
+/// Builds every layer for `config`, the bridge listening at `local`.
+fn assemble(
+    config: Config,
+    local: SocketAddr,
+    metrics_address: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<App, RunError> {
+    let Config {
+        server,
+        session,
+        callback,
+        mut backend,
+        limits,
+        ..
+    } = config;
+    let budget = descriptor_budget(&limits, &backend);
+    if let Some(budget) = budget {
+        backend.max_connections_per_host = budget.backend_connections;
+    }
+    let mut connection_limits =
+        ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
+    if let Some(budget) = budget {
+        connection_limits =
+            connection_limits.capped_by_open_files(budget.connections, budget.limit.soft);
+    }
+    let base_url = match server.base_url {
+        Some(url) => url,
+        None => own_base_url(server.tls.is_some(), local),
+    };
+    let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::default());
+    let backend = BackendClient::new(&backend, Arc::clone(&metrics)).map_err(RunError::Backend)?;
+    let callback_prefix = format!("{}/", base_url.path());
+    let sessions = Arc::new(Sessions::new(SessionParts {
+        config: session,
+        base_url,
+        registry: Arc::clone(&registry),
+        backend,
+        limits: Arc::new(connection_limits),
+        metrics: Arc::clone(&metrics),
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+    }));
+    if sessions.config.allowlist.is_empty() {
+        warn!(
+            "no --allowlist or --host-suffix-allowlist given: every connection will be refused with 403"
+        );
+    }
+    info!(
+        address = %local,
+        base_url = %sessions.base_url.as_str(),
+        tls = server.tls.is_some(),
+        allowlist_entries = sessions.config.allowlist.len(),
+        metrics = metrics_address.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        open_files_limit = budget.map(|b| b.limit.soft),
+        max_connections = budget.map_or(limits.max_connections, |b| b.max_connections()),
+        "websocket-bridge listening"
+    );
+    Ok(App {
+        callbacks: Callbacks::new(callback, registry, metrics),
+        sessions,
+        callback_prefix,
+        tls: server.tls.map(tokio_rustls::TlsAcceptor::from),
+        handshake_timeout: server.handshake_timeout,
+        http_idle_timeout: server.http_idle_timeout,
+        shutdown,
+    })
+}
+
+/// Accepts connections until `shutdown` resolves. Accept errors (EMFILE and friends) are
+/// logged once per burst and backed off (10 ms doubling to 1.28 s).
+async fn accept_until(
+    listener: &TcpListener,
+    app: &Arc<App>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    let mut accept_errors = 0u32;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    accept_errors = 0;
+                    app.sessions.tracker.spawn(serve_connection(Arc::clone(app), stream, peer));
+                }
+                Err(e) => {
+                    if accept_errors == 0 {
+                        warn!(error = %e, "accept failed; backing off");
+                    }
+                    accept_errors = accept_errors.saturating_add(1);
+                    tokio::time::sleep(Duration::from_millis(10u64 << accept_errors.min(7))).await;
+                }
+            },
+        }
+    }
+}
+
+/// Draining: readiness turns 503 and new WebSocket handshakes are refused with 503, but the
+/// listener stays open so probes and callbacks still get an answer; every connection task
+/// closes its client (1001) and delivers its disconnect POST, within `grace`.
+async fn drain(listener: &TcpListener, app: &Arc<App>, grace: Duration) {
+    let sessions = &app.sessions;
+    info!(open_connections = sessions.registry.len(), grace = ?grace, "shutting down");
+    app.shutdown.cancel();
+    sessions.tracker.close();
+    let drained = sessions.tracker.wait();
+    tokio::pin!(drained);
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut drained => {
+                info!("shutdown complete");
+                return;
+            }
+            () = &mut deadline => {
+                warn!(
+                    still_open = sessions.registry.len(),
+                    "shutdown grace period ended with connections still closing"
+                );
+                return;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    sessions.tracker.spawn(serve_connection(Arc::clone(app), stream, peer));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+/// What the process's open-files limit holds for this configuration, warning at startup when
+/// it holds fewer connections than `--max-connections`. `None` (no cap) where the limit cannot
+/// be read.
+fn descriptor_budget(
+    limits: &crate::config::LimitsConfig,
+    backend: &crate::config::BackendConfig,
+) -> Option<DescriptorBudget> {
+    let limit = match OpenFiles::current() {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!(error = %e, "connections are capped by --max-connections alone");
+            return None;
+        }
+    };
+    let budget = DescriptorBudget::new(limit, fdlimit::Demand::new(limits, backend));
+    if budget.is_short() {
+        warn!(
+            open_files_limit = budget.limit.soft,
+            hard_limit = budget.limit.hard,
+            needed = budget.needed(),
+            max_connections = budget.max_connections(),
+            "{budget}"
+        );
+    }
+    Some(budget)
+}
+
+/// `http(s)://{bound address}`, for a bridge without `--base-url`.
+fn own_base_url(tls: bool, local: SocketAddr) -> BaseUrl {
+    let address = if local.ip().is_unspecified() {
+        warn!(
+            "listening on an unspecified address without --base-url: callback URLs will name 127.0.0.1; set --base-url to the URL backends can reach"
+        );
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+    } else {
+        local
+    };
+    BaseUrl::of_address(tls, address)
+}

@@ -1,0 +1,81 @@
+//! One WebSocket connection's life: the handshake that admits it ([`handshake`]: `GET
+//! /connect`, reading the request in [`request`], refusing through [`refusal`]), the task that
+//! serves it ([`connection`]), how it ends ([`close::Ending`]), and the [`registry`] through
+//! which the callback API reaches it. [`Sessions`] is all this layer needs from the bridge.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::BackendClient;
+use crate::config::{BaseUrl, SessionConfig};
+use crate::metrics::Metrics;
+use crate::policy::limits::ConnectionLimits;
+use registry::Registry;
+
+pub(crate) mod close;
+pub(crate) mod connection;
+pub(crate) mod handshake;
+pub(crate) mod refusal;
+pub(crate) mod registry;
+pub(crate) mod request;
+
+/// tungstenite's read buffer per connection. tungstenite zero-fills its whole capacity on the
+/// first read, so this is resident memory for every open connection: kept small (large frames
+/// still get a buffer of their own size).
+pub(crate) const READ_BUFFER_SIZE: usize = 4 * 1024;
+
+/// What the handshake and the connection tasks share.
+pub(crate) struct Sessions {
+    pub(crate) config: SessionConfig,
+    /// Base of callback URLs (`{base-url}/{id}`).
+    pub(crate) base_url: BaseUrl,
+    pub(crate) registry: Arc<dyn Registry>,
+    pub(crate) backend: BackendClient,
+    /// Open connections, overall and per client address.
+    pub(crate) limits: Arc<ConnectionLimits>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Cancelled when shutdown starts; every connection task watches it.
+    pub(crate) shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for their disconnect POSTs.
+    pub(crate) tracker: TaskTracker,
+    /// Backend name lookups that may run at once for `--deny-private-networks`.
+    lookups: Semaphore,
+    ws_config: WebSocketConfig,
+}
+
+/// The parts [`Sessions`] is made of, named.
+pub(crate) struct SessionParts {
+    pub(crate) config: SessionConfig,
+    pub(crate) base_url: BaseUrl,
+    pub(crate) registry: Arc<dyn Registry>,
+    pub(crate) backend: BackendClient,
+    pub(crate) limits: Arc<ConnectionLimits>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+impl Sessions {
+    pub(crate) fn new(parts: SessionParts) -> Self {
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(parts.config.max_message_size))
+            .max_frame_size(Some(parts.config.max_message_size))
+            .read_buffer_size(READ_BUFFER_SIZE);
+        Sessions {
+            config: parts.config,
+            base_url: parts.base_url,
+            registry: parts.registry,
+            backend: parts.backend,
+            limits: parts.limits,
+            metrics: parts.metrics,
+            shutdown: parts.shutdown,
+            tracker: parts.tracker,
+            lookups: Semaphore::new(handshake::MAX_CONCURRENT_LOOKUPS),
+            ws_config,
+        }
+    }
+}
