@@ -2,6 +2,10 @@
 //! variable), layered over a `--config` TOML file ([`Cli::parse_layered`]), and rendered back
 //! as `key = value` lines for `--check-config` ([`Cli::describe`]). Values are parsed here;
 //! they are checked against each other in [`crate::config`].
+//!
+//!
+//! Longer than 400 lines on purpose: one documented field per flag, whose help text is the
+//! `--help` output.
 
 use std::path::PathBuf;
 use std::time::Duration;

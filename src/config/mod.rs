@@ -5,6 +5,10 @@
 //! A `Config` is one typed sub-config per consumer ([`ServerConfig`], [`SessionConfig`],
 //! [`CallbackConfig`], [`BackendConfig`], [`LimitsConfig`]): each part of the bridge is handed
 //! its own and sees nothing else. This module owns no sockets and starts no tasks.
+//!
+//!
+//! Longer than 400 lines on purpose: every sub-config field carries the doc of what it bounds,
+//! and every cross-flag check lives here, next to the others.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -197,213 +201,236 @@ impl TryFrom<Cli> for Config {
     type Error = ConfigError;
 
     fn try_from(cli: Cli) -> Result<Self, ConfigError> {
-        let description = cli.describe();
-        let value_error = |flag: &'static str, value: &str| {
-            let value = value.to_owned();
-            move |reason| ConfigError::Value {
-                flag,
-                value,
-                reason,
-            }
-        };
-        let address =
-            resolve_address(&cli.address).map_err(value_error("--address", &cli.address))?;
-        let base_url = match cli.base_url.as_deref() {
-            Some(raw) => Some(BaseUrl::parse(raw).map_err(value_error("--base-url", raw))?),
-            None => None,
-        };
-        let metrics_address = match cli.metrics_address.as_deref() {
-            Some(raw) => Some(resolve_address(raw).map_err(value_error("--metrics-address", raw))?),
-            None => None,
-        };
-        let allowlist = Allowlist::new(&cli.allowlist, &cli.host_suffix_allowlist)?
-            .with_encoded_paths(cli.allow_encoded_paths);
-        let tls = match (&cli.cert, &cli.key) {
-            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
-            (Some(_), None) => {
-                return Err(ConfigError::TlsPair {
-                    given: "--cert",
-                    missing: "--key",
-                });
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::TlsPair {
-                    given: "--key",
-                    missing: "--cert",
-                });
-            }
-            (None, None) => None,
-        };
-        if cli.max_message_size == 0 || cli.max_message_size > MAX_MAX_MESSAGE_SIZE {
-            return Err(ConfigError::OutOfRange {
-                flag: "--max-message-size",
-                value: cli.max_message_size.to_string(),
-                reason: format!("must be between 1 and {MAX_MAX_MESSAGE_SIZE} bytes"),
-            });
-        }
-        if cli.send_queue == 0 || cli.send_queue > 1_000_000 {
-            return Err(ConfigError::OutOfRange {
-                flag: "--send-queue",
-                value: cli.send_queue.to_string(),
-                reason: "must be between 1 and 1000000 messages".into(),
-            });
-        }
-        for (flag, value, min, max) in [
-            (
-                "--send-queue-bytes",
-                cli.send_queue_bytes,
-                1,
-                MAX_MAX_MESSAGE_SIZE,
-            ),
-            ("--read-ahead-messages", cli.read_ahead_messages, 1, 100_000),
-            (
-                "--callback-body-memory",
-                cli.callback_body_memory,
-                1,
-                MAX_CALLBACK_BODY_MEMORY,
-            ),
-            (
-                "--read-ahead-bytes",
-                cli.read_ahead_bytes,
-                1,
-                MAX_MAX_MESSAGE_SIZE,
-            ),
-            (
-                "--backend-max-connections",
-                cli.backend_max_connections,
-                1,
-                100_000,
-            ),
-            ("--max-connections", cli.max_connections, 1, 10_000_000),
-        ] {
-            if value < min || value > max {
-                return Err(ConfigError::OutOfRange {
-                    flag,
-                    value: value.to_string(),
-                    reason: format!("must be between {min} and {max}"),
-                });
-            }
-        }
-        let signer = signer(&cli.signing_secret, &cli.signing_secret_file)?;
-        let signer = match (signer, cli.signing_v1) {
-            (Some(signer), v1) => Some(signer.with_v1(v1)),
-            (None, false) => None,
-            (None, true) => {
-                return Err(ConfigError::Secret {
-                    flag: "--signing-v1",
-                    reason: "there is no secret to sign with: give --signing-secret or --signing-secret-file too".into(),
-                });
-            }
-        };
-        let allowed_origins = OriginPolicy::new(&cli.allowed_origin)?;
-        let callback_cors_origins = if cli.callback_cors_origin.iter().any(|o| o.trim() == "*") {
-            None
-        } else {
-            Some(
-                cli.callback_cors_origin
-                    .iter()
-                    .map(|o| {
-                        axum::http::HeaderValue::from_str(o.trim())
-                            .map_err(|_| ConfigError::CorsOrigin(o.clone()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            )
-        };
-        let backend_ca = match &cli.backend_ca {
-            Some(path) => tls::ca_certificates(path)?,
-            None => Vec::new(),
-        };
-        for (flag, value) in [
-            ("--backend-timeout", cli.backend_timeout),
-            ("--client-write-timeout", cli.client_write_timeout),
-            ("--handshake-timeout", cli.handshake_timeout),
-            ("--ping-interval", cli.ping_interval),
-            ("--idle-timeout", cli.idle_timeout),
-            (
-                "--max-connection-lifetime",
-                cli.max_connection_lifetime.unwrap_or(Duration::MAX),
-            ),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::OutOfRange {
-                    flag,
-                    value: "0s".into(),
-                    reason: "must be longer than zero".into(),
-                });
-            }
-        }
-        if cli.http_idle_timeout <= cli.backend_timeout {
-            return Err(ConfigError::OutOfRange {
-                flag: "--http-idle-timeout",
-                value: humantime::format_duration(cli.http_idle_timeout).to_string(),
-                reason: format!(
-                    "must be longer than --backend-timeout ({}), or a connect hook could outlast it",
-                    humantime::format_duration(cli.backend_timeout)
-                ),
-            });
-        }
-        if cli.idle_timeout <= cli.ping_interval {
-            return Err(ConfigError::OutOfRange {
-                flag: "--idle-timeout",
-                value: humantime::format_duration(cli.idle_timeout).to_string(),
-                reason: format!(
-                    "must be longer than --ping-interval ({}), or every client would be closed between two pings",
-                    humantime::format_duration(cli.ping_interval)
-                ),
-            });
-        }
-        let tls_on = tls.is_some();
+        check_ranges(&cli)?;
+        check_timeouts(&cli)?;
+        let server = server_config(&cli)?;
         Ok(Config {
-            server: ServerConfig {
-                address,
-                base_url,
-                tls,
-                handshake_timeout: cli.handshake_timeout,
-                http_idle_timeout: cli.http_idle_timeout,
-                metrics_address,
-                shutdown_grace: cli.shutdown_grace,
-            },
-            session: SessionConfig {
-                allowlist: Arc::new(allowlist),
-                allowed_origins,
-                trusted_proxies: TrustedProxies::new(&cli.trusted_proxy)?,
-                deny_private_networks: cli.deny_private_networks,
-                tls: tls_on,
-                max_message_size: cli.max_message_size,
-                send_queue: cli.send_queue,
-                read_ahead_messages: cli.read_ahead_messages,
-                read_ahead_bytes: cli.read_ahead_bytes,
-                rate_limit: (cli.max_messages_per_second > 0)
-                    .then_some((cli.max_messages_per_second, cli.rate_limit_action)),
-                client_write_timeout: cli.client_write_timeout,
-                ping_interval: cli.ping_interval,
-                idle_timeout: cli.idle_timeout,
-                max_connection_lifetime: cli.max_connection_lifetime,
-            },
-            callback: CallbackConfig {
-                max_message_size: cli.max_message_size,
-                send_queue_bytes: cli.send_queue_bytes,
-                cors_origins: callback_cors_origins,
-                body_timeout: cli.handshake_timeout,
-                body_memory: cli.callback_body_memory,
-            },
-            backend: BackendConfig {
-                timeout: cli.backend_timeout,
-                max_reply_size: cli.max_message_size,
-                max_connections_per_host: cli.backend_max_connections,
-                retries: cli.backend_retries,
-                retry_budget: cli.backend_retry_budget,
-                extra_roots: backend_ca,
-                signer,
-                deny_private_networks: cli.deny_private_networks,
-            },
+            session: session_config(&cli, server.tls.is_some())?,
+            callback: callback_config(&cli)?,
+            backend: backend_config(&cli)?,
             limits: LimitsConfig {
                 max_connections: cli.max_connections,
                 max_connections_per_ip: cli.max_connections_per_ip,
             },
-            description,
+            server,
+            description: cli.describe(),
         })
     }
+}
+
+/// A parse error of `flag`'s `value`, as a [`ConfigError`].
+fn value_error(flag: &'static str, value: &str) -> impl FnOnce(ValueError) -> ConfigError {
+    let value = value.to_owned();
+    move |reason| ConfigError::Value {
+        flag,
+        value,
+        reason,
+    }
+}
+
+fn server_config(cli: &Cli) -> Result<ServerConfig, ConfigError> {
+    let address = resolve_address(&cli.address).map_err(value_error("--address", &cli.address))?;
+    let base_url = match cli.base_url.as_deref() {
+        Some(raw) => Some(BaseUrl::parse(raw).map_err(value_error("--base-url", raw))?),
+        None => None,
+    };
+    let metrics_address = match cli.metrics_address.as_deref() {
+        Some(raw) => Some(resolve_address(raw).map_err(value_error("--metrics-address", raw))?),
+        None => None,
+    };
+    let tls = match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(_), None) => {
+            return Err(ConfigError::TlsPair {
+                given: "--cert",
+                missing: "--key",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::TlsPair {
+                given: "--key",
+                missing: "--cert",
+            });
+        }
+        (None, None) => None,
+    };
+    Ok(ServerConfig {
+        address,
+        base_url,
+        tls,
+        handshake_timeout: cli.handshake_timeout,
+        http_idle_timeout: cli.http_idle_timeout,
+        metrics_address,
+        shutdown_grace: cli.shutdown_grace,
+    })
+}
+
+fn session_config(cli: &Cli, tls: bool) -> Result<SessionConfig, ConfigError> {
+    let allowlist = Allowlist::new(&cli.allowlist, &cli.host_suffix_allowlist)?
+        .with_encoded_paths(cli.allow_encoded_paths);
+    Ok(SessionConfig {
+        allowlist: Arc::new(allowlist),
+        allowed_origins: OriginPolicy::new(&cli.allowed_origin)?,
+        trusted_proxies: TrustedProxies::new(&cli.trusted_proxy)?,
+        deny_private_networks: cli.deny_private_networks,
+        tls,
+        max_message_size: cli.max_message_size,
+        send_queue: cli.send_queue,
+        read_ahead_messages: cli.read_ahead_messages,
+        read_ahead_bytes: cli.read_ahead_bytes,
+        rate_limit: (cli.max_messages_per_second > 0)
+            .then_some((cli.max_messages_per_second, cli.rate_limit_action)),
+        client_write_timeout: cli.client_write_timeout,
+        ping_interval: cli.ping_interval,
+        idle_timeout: cli.idle_timeout,
+        max_connection_lifetime: cli.max_connection_lifetime,
+    })
+}
+
+fn callback_config(cli: &Cli) -> Result<CallbackConfig, ConfigError> {
+    let cors_origins = if cli.callback_cors_origin.iter().any(|o| o.trim() == "*") {
+        None
+    } else {
+        let parse = |o: &String| {
+            HeaderValue::from_str(o.trim()).map_err(|_| ConfigError::CorsOrigin(o.clone()))
+        };
+        Some(
+            cli.callback_cors_origin
+                .iter()
+                .map(parse)
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    };
+    Ok(CallbackConfig {
+        max_message_size: cli.max_message_size,
+        send_queue_bytes: cli.send_queue_bytes,
+        cors_origins,
+        body_timeout: cli.handshake_timeout,
+        body_memory: cli.callback_body_memory,
+    })
+}
+
+fn backend_config(cli: &Cli) -> Result<BackendConfig, ConfigError> {
+    let signer = match (
+        signer(&cli.signing_secret, &cli.signing_secret_file)?,
+        cli.signing_v1,
+    ) {
+        (Some(signer), v1) => Some(signer.with_v1(v1)),
+        (None, false) => None,
+        (None, true) => {
+            return Err(ConfigError::Secret {
+                flag: "--signing-v1",
+                reason: "there is no secret to sign with: give --signing-secret or --signing-secret-file too".into(),
+            });
+        }
+    };
+    let extra_roots = match &cli.backend_ca {
+        Some(path) => tls::ca_certificates(path)?,
+        None => Vec::new(),
+    };
+    Ok(BackendConfig {
+        timeout: cli.backend_timeout,
+        max_reply_size: cli.max_message_size,
+        max_connections_per_host: cli.backend_max_connections,
+        retries: cli.backend_retries,
+        retry_budget: cli.backend_retry_budget,
+        extra_roots,
+        signer,
+        deny_private_networks: cli.deny_private_networks,
+    })
+}
+
+/// Numeric flags within their bounds.
+fn check_ranges(cli: &Cli) -> Result<(), ConfigError> {
+    for (flag, value, min, max) in [
+        (
+            "--max-message-size",
+            cli.max_message_size,
+            1,
+            MAX_MAX_MESSAGE_SIZE,
+        ),
+        ("--send-queue", cli.send_queue, 1, 1_000_000),
+        (
+            "--send-queue-bytes",
+            cli.send_queue_bytes,
+            1,
+            MAX_MAX_MESSAGE_SIZE,
+        ),
+        ("--read-ahead-messages", cli.read_ahead_messages, 1, 100_000),
+        (
+            "--callback-body-memory",
+            cli.callback_body_memory,
+            1,
+            MAX_CALLBACK_BODY_MEMORY,
+        ),
+        (
+            "--read-ahead-bytes",
+            cli.read_ahead_bytes,
+            1,
+            MAX_MAX_MESSAGE_SIZE,
+        ),
+        (
+            "--backend-max-connections",
+            cli.backend_max_connections,
+            1,
+            100_000,
+        ),
+        ("--max-connections", cli.max_connections, 1, 10_000_000),
+    ] {
+        if value < min || value > max {
+            return Err(ConfigError::OutOfRange {
+                flag,
+                value: value.to_string(),
+                reason: format!("must be between {min} and {max}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Durations above zero, and the ones that must outlast others.
+fn check_timeouts(cli: &Cli) -> Result<(), ConfigError> {
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    for (flag, value) in [
+        ("--backend-timeout", cli.backend_timeout),
+        ("--client-write-timeout", cli.client_write_timeout),
+        ("--handshake-timeout", cli.handshake_timeout),
+        ("--ping-interval", cli.ping_interval),
+        ("--idle-timeout", cli.idle_timeout),
+        (
+            "--max-connection-lifetime",
+            cli.max_connection_lifetime.unwrap_or(Duration::MAX),
+        ),
+    ] {
+        if value.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                flag,
+                value: "0s".into(),
+                reason: "must be longer than zero".into(),
+            });
+        }
+    }
+    if cli.http_idle_timeout <= cli.backend_timeout {
+        return Err(ConfigError::OutOfRange {
+            flag: "--http-idle-timeout",
+            value: show(cli.http_idle_timeout),
+            reason: format!(
+                "must be longer than --backend-timeout ({}), or a connect hook could outlast it",
+                show(cli.backend_timeout)
+            ),
+        });
+    }
+    if cli.idle_timeout <= cli.ping_interval {
+        return Err(ConfigError::OutOfRange {
+            flag: "--idle-timeout",
+            value: show(cli.idle_timeout),
+            reason: format!(
+                "must be longer than --ping-interval ({}), or every client would be closed between two pings",
+                show(cli.ping_interval)
+            ),
+        });
+    }
+    Ok(())
 }
 
 impl Config {

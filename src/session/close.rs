@@ -1,11 +1,21 @@
 //! [`Ending`]: why one connection ended (close code and reason, initiator, cause). One value
 //! drives the Close frame sent to the client, the disconnect POST's headers, the log line and
-//! the metrics. The wire names of causes and initiators are in [`crate::protocol`]. Owns no
-//! I/O.
+//! the metrics; the wire names of causes and initiators are in [`crate::protocol`]. Also what a
+//! client's read means for the connection ([`read_outcome`]) and the closing handshake
+//! ([`close_client`]).
 
 use std::fmt;
+use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::debug;
+
+use crate::protocol::Payload;
 
 use crate::protocol::{Cause, Initiator, truncate_reason};
 
@@ -96,6 +106,90 @@ impl fmt::Display for Ending {
             write!(f, ", reason {:?}", self.reason)?;
         }
         Ok(())
+    }
+}
+
+/// Time given to the WebSocket closing handshake before the socket is dropped.
+pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What one read from the client produced.
+pub(crate) enum Read {
+    /// A text or binary message to post.
+    Message(Payload),
+    /// A ping or pong (answered by tungstenite) or a raw frame: nothing to post.
+    Control,
+    /// The connection is over.
+    End(Ending),
+}
+
+pub(crate) fn read_outcome(message: Option<Result<Message, WsError>>) -> Read {
+    match message {
+        Some(Ok(Message::Text(text))) => Read::Message(Payload::Text(text)),
+        Some(Ok(Message::Binary(bytes))) => Read::Message(Payload::Binary(bytes)),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Read::Control,
+        Some(Ok(Message::Close(frame))) => Read::End(match frame {
+            Some(f) => Ending::client_close(Some(f.code), &f.reason),
+            None => Ending::client_close(None, ""),
+        }),
+        Some(Err(WsError::Capacity(e))) => Read::End(Ending::new(
+            Initiator::Bridge,
+            Cause::TooLarge,
+            CloseCode::Size,
+            &format!("message too large: {e}"),
+        )),
+        Some(Err(WsError::Utf8(_))) => Read::End(Ending::new(
+            Initiator::Bridge,
+            Cause::ProtocolError,
+            CloseCode::Invalid,
+            "text message is not valid UTF-8",
+        )),
+        Some(Err(WsError::Protocol(
+            e @ tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ))) => Read::End(Ending::client_gone(&e.to_string())),
+        Some(Err(WsError::Protocol(e))) => Read::End(Ending::new(
+            Initiator::Bridge,
+            Cause::ProtocolError,
+            CloseCode::Protocol,
+            &e.to_string(),
+        )),
+        Some(Err(e)) => Read::End(Ending::client_gone(&e.to_string())),
+        None => Read::End(Ending::client_gone(
+            "connection closed without a Close frame",
+        )),
+    }
+}
+
+/// Ends the WebSocket: sends the bridge's or backend's Close frame and waits (bounded) for the
+/// client's answer, or completes the handshake the client started.
+pub(crate) async fn close_client<S>(ws: &mut WebSocketStream<S>, ending: &Ending)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let finish = async {
+        if ending.sends_close_frame() {
+            let frame = CloseFrame {
+                code: ending.code.unwrap_or(CloseCode::Normal),
+                reason: ending.reason.as_str().into(),
+            };
+            if ws.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            // Read until the client's Close arrives (messages after ours are not forwarded).
+            while let Some(Ok(message)) = ws.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        } else if ending.cause == Cause::ClientClose {
+            // tungstenite queued the Close reply when it read the client's Close; send it.
+            let _ = ws.flush().await;
+        }
+    };
+    if tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, finish)
+        .await
+        .is_err()
+    {
+        debug!("closing handshake timed out");
     }
 }
 

@@ -14,6 +14,10 @@
 //! failed), and sends exactly one disconnect POST. A panic in the loop is caught and ends the
 //! connection with 1011 like any other ending; should the closing itself fail, drop guards
 //! still send the disconnect POST and fix the counters.
+//!
+//! Longer than 400 lines on purpose: the task is one object whose methods are its events, and
+//! its state machine reads best top-down in one file (the guards it relies on are in
+//! `obligations`, the closing handshake in `close`).
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -22,7 +26,6 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use reqwest::header::HeaderValue;
@@ -30,12 +33,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::Sessions;
+use super::close::{Read, close_client, read_outcome};
+use super::obligations::{DisconnectNotice, DisconnectOwed, OpenConnection};
 use crate::backend::{BackendClient, BackendError, BackendTarget, RequestIds};
 use crate::config::RateLimitAction;
 use crate::logging::worth_logging;
@@ -45,9 +49,6 @@ use crate::protocol::payload::Payload;
 use crate::protocol::{Cause, Initiator};
 use crate::session::close::Ending;
 use crate::session::registry::{ConnectionStats, Outbound, Registration};
-
-/// Time given to the WebSocket closing handshake before the socket is dropped.
-pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 type FramePost = Pin<Box<dyn Future<Output = Result<Option<Payload>, BackendError>> + Send>>;
 
@@ -481,64 +482,6 @@ where
     }
 }
 
-/// The disconnect POST a connection owes its backend.
-struct DisconnectNotice {
-    backend: BackendClient,
-    target: BackendTarget,
-    callback: HeaderValue,
-    request_ids: RequestIds,
-}
-
-impl DisconnectNotice {
-    async fn send(self, ending: &Ending) {
-        if let Err(e) = self
-            .backend
-            .post_disconnect(&self.target, &self.callback, &self.request_ids, ending)
-            .await
-        {
-            warn!(error = %e.detail(), "disconnect POST failed");
-        }
-    }
-}
-
-/// Sends the owed disconnect POST exactly once: through [`DisconnectOwed::send`], or, if the
-/// task is dropped before that (a panic while closing), from its `Drop`, as an internal error.
-struct DisconnectOwed(Option<DisconnectNotice>);
-
-impl DisconnectOwed {
-    async fn send(&mut self, ending: &Ending) {
-        // Taken before sending: a panic inside the POST must not lead to a second one.
-        if let Some(notice) = self.0.take() {
-            notice.send(ending).await;
-        }
-    }
-}
-
-impl Drop for DisconnectOwed {
-    fn drop(&mut self) {
-        let Some(notice) = self.0.take() else {
-            return;
-        };
-        error!("connection task ended without its disconnect POST; sending it now");
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { notice.send(&Ending::internal_error()).await });
-        }
-    }
-}
-
-/// One open connection in the gauge and the connection limits, for as long as its task lives.
-struct OpenConnection {
-    metrics: Arc<Metrics>,
-    _slot: ConnectionSlot,
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.metrics.open.dec();
-        debug!("connection task finished");
-    }
-}
-
 /// Waits for the frame POST in flight, or forever when there is none.
 async fn poll_in_flight(
     in_flight: &mut Option<FramePost>,
@@ -562,174 +505,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// What one read from the client produced.
-enum Read {
-    /// A text or binary message to post.
-    Message(Payload),
-    /// A ping or pong (answered by tungstenite) or a raw frame: nothing to post.
-    Control,
-    /// The connection is over.
-    End(Ending),
-}
-
-fn read_outcome(message: Option<Result<Message, WsError>>) -> Read {
-    match message {
-        Some(Ok(Message::Text(text))) => Read::Message(Payload::Text(text)),
-        Some(Ok(Message::Binary(bytes))) => Read::Message(Payload::Binary(bytes)),
-        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Read::Control,
-        Some(Ok(Message::Close(frame))) => Read::End(match frame {
-            Some(f) => Ending::client_close(Some(f.code), &f.reason),
-            None => Ending::client_close(None, ""),
-        }),
-        Some(Err(WsError::Capacity(e))) => Read::End(Ending::new(
-            Initiator::Bridge,
-            Cause::TooLarge,
-            CloseCode::Size,
-            &format!("message too large: {e}"),
-        )),
-        Some(Err(WsError::Utf8(_))) => Read::End(Ending::new(
-            Initiator::Bridge,
-            Cause::ProtocolError,
-            CloseCode::Invalid,
-            "text message is not valid UTF-8",
-        )),
-        Some(Err(WsError::Protocol(
-            e @ tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ))) => Read::End(Ending::client_gone(&e.to_string())),
-        Some(Err(WsError::Protocol(e))) => Read::End(Ending::new(
-            Initiator::Bridge,
-            Cause::ProtocolError,
-            CloseCode::Protocol,
-            &e.to_string(),
-        )),
-        Some(Err(e)) => Read::End(Ending::client_gone(&e.to_string())),
-        None => Read::End(Ending::client_gone(
-            "connection closed without a Close frame",
-        )),
-    }
-}
-
-/// Ends the WebSocket: sends the bridge's or backend's Close frame and waits (bounded) for the
-/// client's answer, or completes the handshake the client started.
-async fn close_client<S>(ws: &mut WebSocketStream<S>, ending: &Ending)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let finish = async {
-        if ending.sends_close_frame() {
-            let frame = CloseFrame {
-                code: ending.code.unwrap_or(CloseCode::Normal),
-                reason: ending.reason.as_str().into(),
-            };
-            if ws.send(Message::Close(Some(frame))).await.is_err() {
-                return;
-            }
-            // Read until the client's Close arrives (messages after ours are not forwarded).
-            while let Some(Ok(message)) = ws.next().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
-            }
-        } else if ending.cause == Cause::ClientClose {
-            // tungstenite queued the Close reply when it read the client's Close; send it.
-            let _ = ws.flush().await;
-        }
-    };
-    if tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, finish)
-        .await
-        .is_err()
-    {
-        debug!("closing handshake timed out");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::BackendConfig;
-
-    /// A backend on 127.0.0.1:0 that forwards the close cause of every POST it gets.
-    async fn cause_recorder() -> (url::Url, mpsc::UnboundedReceiver<String>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
-            let tx = tx.clone();
-            async move {
-                let cause = headers
-                    .get("x-ws-proxy-close-cause")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(cause);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let url = url::Url::parse(&format!("http://{addr}/disconnect"))
-            .unwrap_or_else(|e| panic!("url: {e}"));
-        (url, rx)
-    }
-
-    fn client() -> BackendClient {
-        let config = BackendConfig {
-            timeout: Duration::from_secs(5),
-            max_reply_size: 1024,
-            max_connections_per_host: 4,
-            retries: 0,
-            retry_budget: Duration::ZERO,
-            extra_roots: Vec::new(),
-            signer: None,
-            deny_private_networks: false,
-        };
-        BackendClient::new(&config, Arc::new(Metrics::new()))
-            .unwrap_or_else(|e| panic!("client: {e}"))
-    }
-
-    #[tokio::test]
-    async fn a_task_that_panics_still_sends_exactly_one_disconnect_post() {
-        let (url, mut causes) = cause_recorder().await;
-        let backend = client();
-        let owed = DisconnectOwed(Some(DisconnectNotice {
-            target: backend.target(url),
-            backend,
-            callback: HeaderValue::from_static("http://bridge.test/x"),
-            request_ids: RequestIds::random().unwrap_or_else(|e| panic!("{e}")),
-        }));
-        let task = tokio::spawn(async move {
-            let _owed = owed;
-            panic!("a bug in the connection task");
-        });
-        assert!(task.await.is_err_and(|e| e.is_panic()));
-        let cause = tokio::time::timeout(Duration::from_secs(10), causes.recv()).await;
-        assert_eq!(cause.ok().flatten().as_deref(), Some("internal-error"));
-        // Exactly one: nothing else arrives.
-        let more = tokio::time::timeout(Duration::from_millis(200), causes.recv()).await;
-        assert!(more.is_err(), "a second disconnect POST arrived");
-    }
-
-    #[tokio::test]
-    async fn a_sent_notice_is_not_sent_again_on_drop() {
-        let (url, mut causes) = cause_recorder().await;
-        let backend = client();
-        let mut owed = DisconnectOwed(Some(DisconnectNotice {
-            target: backend.target(url),
-            backend,
-            callback: HeaderValue::from_static("http://bridge.test/x"),
-            request_ids: RequestIds::random().unwrap_or_else(|e| panic!("{e}")),
-        }));
-        owed.send(&Ending::client_gone("test")).await;
-        drop(owed);
-        let cause = tokio::time::timeout(Duration::from_secs(10), causes.recv()).await;
-        assert_eq!(cause.ok().flatten().as_deref(), Some("client-gone"));
-        let more = tokio::time::timeout(Duration::from_millis(200), causes.recv()).await;
-        assert!(more.is_err(), "a second disconnect POST arrived");
     }
 }

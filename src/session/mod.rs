@@ -19,6 +19,7 @@ use registry::Registry;
 pub(crate) mod close;
 pub(crate) mod connection;
 pub(crate) mod handshake;
+mod obligations;
 pub(crate) mod refusal;
 pub(crate) mod registry;
 pub(crate) mod request;
