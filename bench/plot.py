@@ -7,7 +7,9 @@ Defaults: bench/results.json and docs/bench.svg, relative to the workspace root.
 One horizontal bar per metric that has a target, as a percentage of that target. For a
 "at most" target (CPU, latency, memory) a bar past the 100 % line is a miss; for an
 "at least" target (handshakes/s) a bar short of it is a miss. Each bar is labelled with the
-raw value and the target.
+raw value and the target. Values are the medians of the runs. When the results hold a peer
+(`--peer`: the same scenarios against another bridge), a thin grey bar under each bar shows
+the peer's value on the same scale.
 """
 
 import json
@@ -24,6 +26,8 @@ BAR = 22
 TOP = 112
 GREEN = "#2e8b57"
 RED = "#c0392b"
+GREY = "#8a8a8a"
+PEER_BAR = 10
 
 
 def fmt(value):
@@ -40,6 +44,16 @@ def fmt(value):
     return f"{value:.2f}"
 
 
+def peer_values(results):
+    """{(scenario, metric): value} of the peer side, empty without one."""
+    peer = results.get("peer") or {}
+    return {
+        (scenario["name"], metric["name"]): metric["value"]
+        for scenario in peer.get("scenarios", [])
+        for metric in scenario.get("metrics", [])
+    }
+
+
 def rows_of(results):
     """(label, value, unit, target, goal, met) for every metric that has a target."""
     rows = []
@@ -50,7 +64,7 @@ def rows_of(results):
                 continue
             rows.append(
                 (
-                    f"{scenario['name']}: {metric['name']}",
+                    (scenario["name"], metric["name"]),
                     metric["value"],
                     metric["unit"],
                     target["value"],
@@ -61,17 +75,22 @@ def rows_of(results):
     return rows
 
 
+def percent_of(value, target):
+    return (value / target * 100) if value is not None and value == value and target else 0.0
+
+
 def svg(results):
     rows = rows_of(results)
+    peer = peer_values(results)
+    peer_name = (results.get("peer") or {}).get("kind", "peer")
     machine = results.get("machine", {})
     config = results.get("config", {})
-    percents = [
-        (value / target * 100) if value == value and target else 0.0
-        for _, value, _, target, _, _ in rows
-    ]
-    scale_max = max([100.0] + percents) * 1.08
+    row_height = ROW + (PEER_BAR + 4 if peer else 0)
+    percents = [percent_of(value, target) for _, value, _, target, _, _ in rows]
+    peer_percents = [percent_of(peer.get(key), target) for key, _, _, target, _, _ in rows]
+    scale_max = max([100.0] + percents + peer_percents) * 1.08
     plot_width = WIDTH - LEFT - RIGHT
-    height = TOP + ROW * len(rows) + 64
+    height = TOP + row_height * len(rows) + 64
 
     def x_of(percent):
         return LEFT + plot_width * min(percent, scale_max) / scale_max
@@ -89,7 +108,9 @@ def svg(results):
         f'{config.get("size_bytes", "?")} B messages, {fmt(config.get("duration_seconds"))} s windows, '
         f'{config.get("idle_connections", "?")} idle connections.</text>',
         '<text x="16" y="88" fill="#444">Green: target met; red: missed. '
-        "Costs (CPU, latency, memory) must stay left of the 100% line, rates reach past it.</text>",
+        "Costs (CPU, latency, memory) must stay left of the 100% line, rates reach past it."
+        + (f" Grey: {escape(peer_name)} (--peer)." if peer else "")
+        + "</text>",
     ]
     # Gridlines every 100 %.
     step = 100 if scale_max <= 1000 else 200
@@ -99,15 +120,16 @@ def svg(results):
         colour = "#222" if grid == 100 else "#ddd"
         width = 2 if grid == 100 else 1
         out.append(
-            f'<line x1="{x:.1f}" y1="{TOP - 8}" x2="{x:.1f}" y2="{TOP + ROW * len(rows)}" '
+            f'<line x1="{x:.1f}" y1="{TOP - 8}" x2="{x:.1f}" y2="{TOP + row_height * len(rows)}" '
             f'stroke="{colour}" stroke-width="{width}"/>'
         )
         out.append(
-            f'<text x="{x:.1f}" y="{TOP + ROW * len(rows) + 18}" text-anchor="middle" fill="#555">{grid}%</text>'
+            f'<text x="{x:.1f}" y="{TOP + row_height * len(rows) + 18}" text-anchor="middle" fill="#555">{grid}%</text>'
         )
         grid += step
-    for i, ((label, value, unit, target, goal, met), percent) in enumerate(zip(rows, percents)):
-        y = TOP + i * ROW
+    for i, ((key, value, unit, target, goal, met), percent) in enumerate(zip(rows, percents)):
+        label = f"{key[0]}: {key[1]}"
+        y = TOP + i * row_height
         colour = GREEN if met else RED
         bar_end = x_of(percent)
         op = "≤" if goal == "at_most" else "≥"
@@ -128,6 +150,17 @@ def svg(results):
             out.append(
                 f'<text x="{bar_end - 6:.1f}" y="{y + BAR / 2 + 5}" text-anchor="end" '
                 f'fill="white">{escape(text)}</text>'
+            )
+        if key in peer:
+            peer_end = x_of(peer_percents[i])
+            py = y + BAR + 3
+            out.append(
+                f'<rect x="{LEFT}" y="{py}" width="{max(peer_end - LEFT, 1):.1f}" '
+                f'height="{PEER_BAR}" fill="{GREY}"/>'
+            )
+            out.append(
+                f'<text x="{peer_end + 6:.1f}" y="{py + PEER_BAR - 1}" font-size="11" fill="#555">'
+                f"{escape(peer_name)}: {fmt(peer[key])} {escape(unit)}</text>"
             )
     out.append(
         f'<text x="16" y="{height - 14}" fill="#777">Generated by bench/plot.py from '

@@ -2,24 +2,29 @@
 //!
 //! Routes (every one counts the request in [`Stats::requests`]):
 //!
-//! - `POST /sink`: answers 204 at once (upstream and direct scenarios).
-//! - `POST /echo`: POSTs the body back to the client through its callback URL
-//!   (`x-ws-proxy-send`) with a pooled hyper client, then answers 204 (round-trip scenario:
-//!   client -> bridge -> backend -> callback POST -> bridge -> client).
-//! - `POST /hello`: answers 200 with the callback URL as a text body, which the bridge
-//!   delivers to the client as a message, so each client learns its own callback URL
-//!   (downstream scenario).
+//! - `POST /sink`: answers 204 at once (upstream, growth, large and direct scenarios); counts
+//!   the messages and their bytes.
+//! - `POST /echo`: POSTs the body back to the client through its callback URL with a pooled
+//!   hyper client, then answers 204 (round-trip scenario: client -> bridge -> backend ->
+//!   callback POST -> bridge -> client).
+//! - `POST /hello`: POSTs the callback URL itself, as text, through that callback URL, then
+//!   answers 204, so each client learns its own callback URL (downstream scenarios). This works
+//!   with bridges that do not relay the frame POST's answer (the original does not).
+//! - `POST /disconnect`: answers 204 (the disconnect URL every client names).
+//!
+//! The header holding the callback URL depends on the bridge ([`Backend::set_callback_header`]);
+//! any 2xx answer to a callback POST counts as delivered (ours answers 202, the original 200).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
@@ -34,21 +39,37 @@ use crate::BoxError;
 pub(crate) struct Stats {
     /// Every request served, whatever its route.
     pub(crate) requests: AtomicU64,
-    /// Callback POSTs answered 202 (`/echo`).
+    /// Messages received on `/sink`.
+    pub(crate) sink_messages: AtomicU64,
+    /// Body bytes received on `/sink`.
+    pub(crate) sink_bytes: AtomicU64,
+    /// Callback POSTs answered with a 2xx (`/echo`).
     pub(crate) callbacks_ok: AtomicU64,
-    /// Callback POSTs that failed or were answered with anything but 202.
+    /// Callback POSTs that failed or were answered with anything but a 2xx.
     pub(crate) callbacks_failed: AtomicU64,
 }
 
 struct State {
     stats: Arc<Stats>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// The frame POST header that names the callback URL, per the bridge being measured.
+    callback_header: RwLock<HeaderName>,
+}
+
+impl State {
+    fn callback_header(&self) -> HeaderName {
+        self.callback_header
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// A running backend.
 pub(crate) struct Backend {
     addr: SocketAddr,
     stats: Arc<Stats>,
+    state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -67,7 +88,9 @@ impl Backend {
         let state = Arc::new(State {
             stats: Arc::clone(&stats),
             client,
+            callback_header: RwLock::new(HeaderName::from_static("x-ws-proxy-send")),
         });
+        let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             loop {
                 let stream = match listener.accept().await {
@@ -89,7 +112,21 @@ impl Backend {
                 });
             }
         });
-        Ok(Self { addr, stats, task })
+        Ok(Self {
+            addr,
+            stats,
+            state: shared,
+            task,
+        })
+    }
+
+    /// Reads callback URLs from `header` (lower case) from now on.
+    pub(crate) fn set_callback_header(&self, header: &'static str) {
+        *self
+            .state
+            .callback_header
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = HeaderName::from_static(header);
     }
 
     /// Where the backend listens.
@@ -124,6 +161,7 @@ enum Route {
     Sink,
     Echo,
     Hello,
+    Disconnect,
     Unknown,
 }
 
@@ -135,9 +173,10 @@ async fn handle(
         "/sink" => Route::Sink,
         "/echo" => Route::Echo,
         "/hello" => Route::Hello,
+        "/disconnect" => Route::Disconnect,
         _ => Route::Unknown,
     };
-    let callback = req.headers().get("x-ws-proxy-send").cloned();
+    let callback = req.headers().get(state.callback_header()).cloned();
     // Read the whole body so the keep-alive connection stays usable.
     let body = match req.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -145,9 +184,18 @@ async fn handle(
     };
     state.stats.requests.fetch_add(1, Ordering::Relaxed);
     let response = match (route, callback) {
-        (Route::Sink, _) => status(StatusCode::NO_CONTENT),
+        (Route::Sink, _) => {
+            state.stats.sink_messages.fetch_add(1, Ordering::Relaxed);
+            state
+                .stats
+                .sink_bytes
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+            status(StatusCode::NO_CONTENT)
+        }
+        (Route::Disconnect, _) => status(StatusCode::NO_CONTENT),
         (Route::Echo, Some(callback)) => {
-            let counter = if post_callback(&state.client, &callback, body).await {
+            let delivered = post_callback(&state.client, &callback, BINARY, body).await;
+            let counter = if delivered {
                 &state.stats.callbacks_ok
             } else {
                 &state.stats.callbacks_failed
@@ -156,13 +204,12 @@ async fn handle(
             status(StatusCode::NO_CONTENT)
         }
         (Route::Hello, Some(callback)) => {
-            let mut response =
-                Response::new(Full::new(Bytes::copy_from_slice(callback.as_bytes())));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            response
+            let own_url = Bytes::copy_from_slice(callback.as_bytes());
+            if post_callback(&state.client, &callback, TEXT, own_url).await {
+                status(StatusCode::NO_CONTENT)
+            } else {
+                status(StatusCode::BAD_GATEWAY)
+            }
         }
         (Route::Echo | Route::Hello, None) => status(StatusCode::BAD_REQUEST),
         (Route::Unknown, _) => status(StatusCode::NOT_FOUND),
@@ -170,24 +217,30 @@ async fn handle(
     Ok(response)
 }
 
-/// POSTs `body` (binary) to a client's callback URL; true when the bridge answered 202.
+/// Content type of binary callback bodies.
+const BINARY: &str = "application/octet-stream";
+/// Content type of text callback bodies, spelled as the original bridge requires for text.
+const TEXT: &str = "text/plain;charset=UTF-8";
+
+/// POSTs `body` to a client's callback URL; true when the bridge answered with a 2xx.
 async fn post_callback(
     client: &Client<HttpConnector, Full<Bytes>>,
     callback: &HeaderValue,
+    content_type: &'static str,
     body: Bytes,
 ) -> bool {
     let Ok(uri) = Uri::try_from(callback.as_bytes()) else {
         return false;
     };
     let Ok(request) = Request::post(uri)
-        .header(CONTENT_TYPE, "application/octet-stream")
+        .header(CONTENT_TYPE, content_type)
         .body(Full::new(body))
     else {
         return false;
     };
     match client.request(request).await {
         Ok(response) => {
-            let accepted = response.status() == StatusCode::ACCEPTED;
+            let accepted = response.status().is_success();
             // Drain the answer so the pooled connection can be reused.
             accepted && response.into_body().collect().await.is_ok()
         }

@@ -1,30 +1,56 @@
-//! The bridge under test: the real `websocket-bridge` release binary, run as a child process.
+//! The bridge under test, run as a child process: ours (the `websocket-bridge` release binary)
+//! or a peer such as the original fermyon/websocket-bridge, as [`crate::contract`] describes.
 //!
-//! [`Bridge::start`] launches it on `127.0.0.1:0`, reads the bound address from its
-//! `websocket-bridge listening` log line and keeps draining its stderr (forwarding a few
-//! warnings). [`Bridge::cpu_seconds`] and [`Bridge::rss_kib`] read `/proc/PID/stat` and
-//! `/proc/PID/status`; [`Bridge::stop`] sends SIGTERM and waits, bounded, for a clean exit.
+//! [`Bridge::start`] launches it on loopback (directly or under `valgrind --tool=callgrind`),
+//! waits until it is ready (its listening line, or its port accepting) and keeps draining its
+//! stderr (forwarding a few warnings). [`Bridge::cpu_seconds`] and [`Bridge::rss_kib`] read
+//! `/proc/PID/stat` and `/proc/PID/status`; [`Bridge::callgrind_dump`] asks callgrind for a
+//! dump and returns the instructions it counted since the previous one; [`Bridge::stop`] sends
+//! SIGTERM and waits, bounded, for the exit.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
 
 use crate::BoxError;
+use crate::contract::{Needs, Ready, Side};
 
-/// How long the bridge may take to print its listening line.
+/// How long the bridge may take to be ready.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
-/// The bridge's own drain budget on SIGTERM (passed as `--shutdown-grace`).
-const SHUTDOWN_GRACE: &str = "5s";
+/// The same under valgrind, which starts programs far more slowly.
+const START_TIMEOUT_CALLGRIND: Duration = Duration::from_secs(120);
 /// How long [`Bridge::stop`] waits for the process to exit before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Warning and error lines of the bridge copied to our stderr, per bridge process.
-const FORWARDED_LINES: u64 = 10;
+const FORWARDED_LINES: u64 = 3;
+/// Attempts at starting a bridge on a reserved port (another process may take it first).
+const PORT_ATTEMPTS: usize = 3;
+
+/// How to start one bridge process.
+pub(crate) struct Launch<'a> {
+    pub(crate) side: &'a Side,
+    /// Allowlist pattern admitting the bench backend.
+    pub(crate) allowlist: &'a str,
+    pub(crate) needs: Needs,
+    pub(crate) clock_ticks: f64,
+    /// Run under callgrind, writing its dumps into this directory.
+    pub(crate) callgrind: Option<&'a Path>,
+    /// Names this run's callgrind files, e.g. `A-upstream-r1`.
+    pub(crate) tag: &'a str,
+}
+
+/// Where a bridge run under callgrind writes its dumps.
+struct CallgrindFiles {
+    /// `--callgrind-out-file` without the `%p`: dumps are `{prefix}.{pid}.out.{n}`.
+    prefix: PathBuf,
+    dumps: u32,
+}
 
 /// A running bridge process.
 pub(crate) struct Bridge {
@@ -33,33 +59,52 @@ pub(crate) struct Bridge {
     addr: SocketAddr,
     clock_ticks: f64,
     warnings: Arc<AtomicU64>,
+    callgrind: Option<CallgrindFiles>,
 }
 
 impl Bridge {
-    /// Starts `binary` listening on an ephemeral loopback port with `allowlist` and every
-    /// per-client limit that would throttle a benchmark turned off.
-    pub(crate) async fn start(
-        binary: &Path,
-        allowlist: &str,
-        clock_ticks: f64,
-    ) -> Result<Self, BoxError> {
-        let mut command = Command::new(binary);
+    /// Starts the bridge `launch` describes, on loopback, and waits until it is ready.
+    pub(crate) async fn start(launch: &Launch<'_>) -> Result<Self, BoxError> {
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            match Self::start_once(launch).await {
+                Ok(bridge) => return Ok(bridge),
+                // Only a bridge on a reserved port is worth another try: the port may have
+                // been taken between reserving and binding it.
+                Err((e, retry)) if retry => last_error = Some(e),
+                Err((e, _)) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| "the bridge did not start".into()))
+    }
+
+    async fn start_once(launch: &Launch<'_>) -> Result<Self, (BoxError, bool)> {
+        let kind = launch.side.kind;
+        let (args, ready) = kind
+            .command_line(launch.allowlist, launch.needs, reserve_port)
+            .map_err(|e| (e, false))?;
+        let retry = matches!(ready, Ready::PortAccepts(_));
+        let callgrind = launch.callgrind.map(|dir| CallgrindFiles {
+            prefix: dir.join(launch.tag),
+            dumps: 0,
+        });
+        let mut command = match &callgrind {
+            None => Command::new(&launch.side.binary),
+            Some(files) => {
+                let mut valgrind = Command::new("valgrind");
+                valgrind.args([
+                    "--tool=callgrind".to_owned(),
+                    "--compress-strings=no".to_owned(),
+                    "--compress-pos=no".to_owned(),
+                    format!("--callgrind-out-file={}.%p.out", files.prefix.display()),
+                ]);
+                valgrind.arg(&launch.side.binary);
+                valgrind
+            }
+        };
         command
-            .args([
-                "--address",
-                "127.0.0.1:0",
-                "--allowlist",
-                allowlist,
-                "--max-messages-per-second",
-                "0",
-                "--max-connections-per-ip",
-                "0",
-                "--max-connections",
-                "20000",
-                "--shutdown-grace",
-                SHUTDOWN_GRACE,
-            ])
-            .env("RUST_LOG", "warn,websocket_bridge::server=info")
+            .args(&args)
+            .env("RUST_LOG", kind.rust_log())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -70,50 +115,59 @@ impl Bridge {
                 command.env_remove(key);
             }
         }
+        let program = launch.side.binary.display();
         let mut child = command
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let pid = child.id().ok_or("the bridge exited at once")?;
-        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+            .map_err(|e| (format!("cannot start {program}: {e}").into(), false))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| ("the bridge exited at once".into(), false))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| ("no stderr pipe".into(), false))?;
         let mut lines = BufReader::new(stderr).lines();
-
-        let addr = tokio::time::timeout(START_TIMEOUT, async {
-            while let Some(line) = lines.next_line().await? {
-                let line = strip_ansi(&line);
-                if line.contains("websocket-bridge listening") {
-                    return parse_address(&line)
-                        .ok_or_else(|| std::io::Error::other(format!("no address= in: {line}")));
-                }
-                eprintln!("bridge: {line}");
-            }
-            Err(std::io::Error::other(
-                "the bridge exited before listening (see its output above)",
-            ))
-        })
-        .await
-        .map_err(|_| "the bridge did not print its listening line within 15 s")??;
-
+        let timeout = if callgrind.is_some() {
+            START_TIMEOUT_CALLGRIND
+        } else {
+            START_TIMEOUT
+        };
         let warnings = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&warnings);
-        tokio::spawn(async move {
-            // Keep draining: a full pipe would block the bridge's logging, and so the bridge.
-            while let Ok(Some(line)) = lines.next_line().await {
-                let line = strip_ansi(&line);
-                if line.contains("WARN") || line.contains("ERROR") {
-                    let seen = counter.fetch_add(1, Ordering::Relaxed);
-                    if seen < FORWARDED_LINES {
-                        eprintln!("bridge: {line}");
-                    }
-                }
+        let addr = match ready {
+            Ready::ListeningLine => {
+                let addr = tokio::time::timeout(timeout, listening_line(&mut lines))
+                    .await
+                    .map_err(|_| {
+                        (
+                            format!("{program} did not print its listening line in time").into(),
+                            false,
+                        )
+                    })?
+                    .map_err(|e| (e.into(), false))?;
+                drain(lines, Arc::clone(&warnings));
+                addr
             }
-        });
-
+            Ready::PortAccepts(addr) => {
+                drain(lines, Arc::clone(&warnings));
+                tokio::time::timeout(timeout, port_accepts(&mut child, addr))
+                    .await
+                    .map_err(|_| {
+                        (
+                            format!("{program} did not accept on {addr} in time").into(),
+                            false,
+                        )
+                    })?
+                    .map_err(|e| (e, retry))?;
+                addr
+            }
+        };
         Ok(Self {
             child,
             pid,
             addr,
-            clock_ticks,
+            clock_ticks: launch.clock_ticks,
             warnings,
+            callgrind,
         })
     }
 
@@ -147,6 +201,49 @@ impl Bridge {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|kib| kib.parse().ok())
             .ok_or_else(|| "no VmRSS in /proc/PID/status".into())
+    }
+
+    /// Under callgrind: dumps the counts gathered since the previous dump (or the start) and
+    /// returns their instruction total (`Ir`) and the dump file. Callgrind zeroes its
+    /// counters at each dump, so the dump taken at a window's end covers the window.
+    pub(crate) async fn callgrind_dump(&mut self) -> Result<(u64, PathBuf), BoxError> {
+        let Some(files) = &mut self.callgrind else {
+            return Err("the bridge does not run under callgrind".into());
+        };
+        let run = Command::new("callgrind_control")
+            .args(["-d", &self.pid.to_string()])
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .map_err(|_| "callgrind_control -d took over 60 s")??;
+        if !output.status.success() {
+            return Err(format!(
+                "callgrind_control -d failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout).trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+            .into());
+        }
+        files.dumps += 1;
+        let path = PathBuf::from(format!(
+            "{}.{}.out.{}",
+            files.prefix.display(),
+            self.pid,
+            files.dumps
+        ));
+        // The dump is written by the bridge's process; give it a moment to appear whole.
+        for _ in 0..100 {
+            let total = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| callgrind_total(&text));
+            if let Some(ir) = total {
+                return Ok((ir, path));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("no complete callgrind dump at {}", path.display()).into())
     }
 
     /// Sends SIGTERM, waits for the bridge to drain and exit (SIGKILL after a bound) and
@@ -211,6 +308,67 @@ pub(crate) fn clock_ticks() -> (f64, &'static str) {
         })
 }
 
+/// A free loopback port: bound on `127.0.0.1:0` and closed again, for a bridge that must be
+/// told its port in advance.
+fn reserve_port() -> Result<SocketAddr, BoxError> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| format!("cannot reserve a loopback port: {e}"))?;
+    Ok(listener.local_addr()?)
+}
+
+/// Reads stderr until the listening line and returns the address it names.
+async fn listening_line(lines: &mut Lines<BufReader<ChildStderr>>) -> std::io::Result<SocketAddr> {
+    while let Some(line) = lines.next_line().await? {
+        let line = strip_ansi(&line);
+        if line.contains("websocket-bridge listening") {
+            return parse_address(&line)
+                .ok_or_else(|| std::io::Error::other(format!("no address= in: {line}")));
+        }
+        eprintln!("bridge: {line}");
+    }
+    Err(std::io::Error::other(
+        "the bridge exited before listening (see its output above)",
+    ))
+}
+
+/// Polls `addr` until it accepts a connection; fails if the bridge exits first.
+async fn port_accepts(child: &mut Child, addr: SocketAddr) -> Result<(), BoxError> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("the bridge exited before accepting on {addr}: {status}").into());
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Keeps draining the bridge's stderr in a task, counting warnings and forwarding the first
+/// few: a full pipe would block the bridge's logging, and so the bridge.
+fn drain(mut lines: Lines<BufReader<ChildStderr>>, counter: Arc<AtomicU64>) {
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let line = strip_ansi(&line);
+            if line.contains("WARN") || line.contains("ERROR") {
+                let seen = counter.fetch_add(1, Ordering::Relaxed);
+                if seen < FORWARDED_LINES {
+                    eprintln!("bridge: {line}");
+                }
+            }
+        }
+    });
+}
+
+/// The instruction total of a callgrind dump: its `totals:` (or `summary:`) line.
+fn callgrind_total(text: &str) -> Option<u64> {
+    let line = text
+        .lines()
+        .rev()
+        .find(|line| line.starts_with("totals:") || line.starts_with("summary:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Removes ANSI escape sequences (`ESC [ ... letter`) from a log line.
 fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -251,6 +409,13 @@ mod tests {
             parse_address(&strip_ansi(coloured)),
             Some(SocketAddr::from(([127, 0, 0, 1], 9)))
         );
+    }
+
+    #[test]
+    fn callgrind_totals_are_read() {
+        let dump = "events: Ir\nsummary: 128719\nfn=main\n1 5\ntotals: 128719\n";
+        assert_eq!(callgrind_total(dump), Some(128_719));
+        assert_eq!(callgrind_total("events: Ir\n"), None);
     }
 
     #[test]

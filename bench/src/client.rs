@@ -4,8 +4,12 @@
 //! bridge then discards what the client had written but it had not yet read, and a scenario
 //! that ends mid-stream leaves no backlog to the next one.
 //!
+//! [`paced`] drives one connection at a set pace (the growth scenario).
+//!
 //! [`run_shard`] is the hidden `--client-shard` mode: a child process of the bench that opens
-//! part of the idle scenario's connections, because one process may hold only so many files.
+//! part of the idle or growth scenario's connections (and in growth sends paced messages on
+//! them), because one process may hold only so many files, and one process's handshakes
+//! only go so fast.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
@@ -20,8 +25,9 @@ use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::BoxError;
@@ -29,12 +35,7 @@ use crate::BoxError;
 /// A WebSocket client connection to the bridge.
 pub(crate) type Ws = WebSocketStream<TcpStream>;
 
-/// The bridge URL a client connects to so that its messages are POSTed to `frame_url`.
-pub(crate) fn connect_url(bridge: SocketAddr, frame_url: &str) -> String {
-    format!("ws://{bridge}/connect?f={}", percent_encode(frame_url))
-}
-
-/// Opens one WebSocket connection to `url` (a [`connect_url`]).
+/// Opens one WebSocket connection to `url` (a bridge's connect URL).
 ///
 /// `small` picks a 4 KiB read buffer, for connections that will sit idle.
 pub(crate) async fn connect(url: &str, small: bool) -> Result<Ws, BoxError> {
@@ -167,22 +168,76 @@ pub(crate) fn percent_encode(value: &str) -> String {
     out
 }
 
-/// The hidden `--client-shard` mode: opens `count` idle connections to `url`, prints
-/// `opened OK FAILED SECONDS` on stdout, holds them until stdin closes (or `hold` passes),
-/// then exits, resetting them all.
-pub(crate) async fn run_shard(
-    url: &str,
-    count: usize,
-    in_flight: usize,
-    hold: Duration,
-) -> Result<(), BoxError> {
+/// Sends `payload` on `ws` every `interval_us` microseconds (read before each wait, so the
+/// caller may change the pace), the first time after `offset`, until `stop` turns true.
+/// Whatever the bridge sends is read and dropped (reading lets tungstenite answer pings).
+/// `counters` are the messages sent and the connections lost.
+pub(crate) async fn paced(
+    mut ws: Ws,
+    payload: Bytes,
+    interval_us: Arc<AtomicU64>,
+    offset: Duration,
+    mut stop: watch::Receiver<bool>,
+    counters: [Counter; 2],
+) {
+    let [sent, lost] = counters;
+    let mut next = tokio::time::Instant::now() + offset;
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            incoming = ws.next() => match incoming {
+                Some(Ok(_)) => continue,
+                _ => {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+        if ws.send(Message::Binary(payload.clone())).await.is_err() {
+            lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        sent.fetch_add(1, Ordering::Relaxed);
+        let now = tokio::time::Instant::now();
+        next += Duration::from_micros(interval_us.load(Ordering::Relaxed).max(1));
+        // After a stall, go on from now rather than send a burst to catch up.
+        if next < now {
+            next = now;
+        }
+    }
+}
+
+/// What a client shard does with its connections once open.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShardWork {
+    /// Connections to open.
+    pub(crate) count: usize,
+    /// Handshakes in flight at once.
+    pub(crate) in_flight: usize,
+    /// Longest life of the shard.
+    pub(crate) hold: Duration,
+    /// Interval between one connection's messages (zero: the connections stay idle).
+    pub(crate) interval: Duration,
+    /// Size of each message.
+    pub(crate) size: usize,
+}
+
+/// The hidden `--client-shard` mode: opens `work.count` connections to `url`, prints
+/// `opened OK FAILED SECONDS` on stdout, then holds them (sending paced messages if
+/// `work.interval` is not zero, spread evenly over one interval) until stdin closes or
+/// `work.hold` passes, then exits, resetting them all.
+pub(crate) async fn run_shard(url: &str, work: ShardWork) -> Result<(), BoxError> {
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + hold;
-    let (open, failed, last_error) = open_many(url, count, in_flight, true, deadline).await;
+    let deadline = tokio::time::Instant::now() + work.hold;
+    let (open, failed, last_error) =
+        open_many(url, work.count, work.in_flight, true, deadline).await;
+    let opened = open.len();
     let line = format!(
-        "opened {} {} {:.6}\n",
-        open.len(),
-        failed,
+        "opened {opened} {failed} {:.6}\n",
         started.elapsed().as_secs_f64()
     );
     let mut stdout = tokio::io::stdout();
@@ -191,12 +246,37 @@ pub(crate) async fn run_shard(
     if let Some(error) = last_error {
         eprintln!("client shard: {failed} connections failed, last error: {error}");
     }
+    let (stop, stopped) = watch::channel(false);
+    let mut senders = tokio::task::JoinSet::new();
+    let mut idle = Vec::new();
+    if work.interval.is_zero() {
+        idle = open;
+    } else {
+        let interval_us = Arc::new(AtomicU64::new(work.interval.as_micros() as u64));
+        let payload = Bytes::from(vec![0xA5; work.size]);
+        let counters = [Counter::default(), Counter::default()];
+        for (i, ws) in open.into_iter().enumerate() {
+            senders.spawn(paced(
+                ws,
+                payload.clone(),
+                Arc::clone(&interval_us),
+                work.interval.mul_f64(i as f64 / opened.max(1) as f64),
+                stopped.clone(),
+                counters.clone(),
+            ));
+        }
+    }
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let _ = tokio::time::timeout_at(deadline, async {
         while let Ok(Some(_)) = stdin.next_line().await {}
     })
     .await;
-    drop(open);
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while senders.join_next().await.is_some() {}
+    })
+    .await;
+    drop(idle);
     Ok(())
 }
 
@@ -214,13 +294,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frame_urls_are_encoded_as_query_values() {
+    fn query_values_are_percent_encoded() {
         assert_eq!(
-            connect_url(
-                SocketAddr::from(([127, 0, 0, 1], 8080)),
-                "http://127.0.0.1:9000/sink"
-            ),
-            "ws://127.0.0.1:8080/connect?f=http%3A%2F%2F127.0.0.1%3A9000%2Fsink"
+            percent_encode("http://127.0.0.1:9000/sink?a=b c"),
+            "http%3A%2F%2F127.0.0.1%3A9000%2Fsink%3Fa%3Db%20c"
         );
     }
 }

@@ -1,19 +1,28 @@
-//! `websocket-bridge-bench`: a load benchmark for the `websocket-bridge` release binary.
+//! `websocket-bridge-bench`: a load benchmark for the `websocket-bridge` release binary, alone
+//! or side by side with another bridge (the original fermyon/websocket-bridge).
 //!
-//! The bench runs the real bridge as a separate process (`target/release/websocket-bridge`,
-//! built first with `cargo build --release --bin websocket-bridge` unless `--no-build`), an
-//! in-process hyper backend, and WebSocket clients, all on loopback, and measures five
-//! scenarios: `upstream` (client -> backend messages), `roundtrip` (client -> backend ->
+//! The bench runs each bridge as a separate process (ours: `target/release/websocket-bridge`,
+//! built first with `cargo build --release --bin websocket-bridge` unless `--no-build`; the
+//! peer: `--peer BIN`), an in-process hyper backend, and WebSocket clients, all on loopback.
+//! Scenarios: `upstream` (client -> backend messages), `roundtrip` (client -> backend ->
 //! callback POST -> client, closed loop), `downstream` (callback POSTs -> clients), `idle`
-//! (memory per open connection and handshake rate) and `direct` (the same POSTs straight to
-//! the backend: the ceiling). CPU figures are the bridge's own user + system time from
-//! `/proc/PID/stat`; memory is its `VmRSS`. It prints a table to stdout, progress to stderr,
-//! and writes every figure with facts about the machine to a JSON file that
-//! `bench/plot.py` turns into `docs/bench.svg`.
+//! (memory per open connection and handshake rate), `growth` (CPU per message with 10,000
+//! active connections against 64), `large` (64 KiB and 1 MiB messages both ways) and `direct`
+//! (the same POSTs straight to the backend: the ceiling). With `--peer`, every scenario runs
+//! A, B, A, B, ... (`--rounds`), and the table shows each side's median and runs and A/B.
+//! With `--callgrind`, bridges run under valgrind and the message scenarios report
+//! instructions per message.
+//!
+//! Layout: [`contract`] knows each bridge's command line and URLs; [`bridge`] runs and
+//! measures one bridge process; [`backend`] is the in-process backend; [`client`] the
+//! WebSocket clients, HTTP posters and client shards; [`scenarios`] the scenarios;
+//! [`report`] folds runs into medians and prints the table. CPU figures are the bridge's own
+//! user + system time from `/proc/PID/stat`; memory is its `VmRSS`.
 
 mod backend;
 mod bridge;
 mod client;
+mod contract;
 mod report;
 mod scenarios;
 
@@ -25,34 +34,38 @@ use clap::Parser;
 use serde_json::json;
 
 use crate::backend::Backend;
-use crate::report::{Machine, ScenarioResult, format_value};
-use crate::scenarios::Settings;
+use crate::client::ShardWork;
+use crate::contract::{KindChoice, Side};
+use crate::report::{Column, Machine, ScenarioResult, Summary, format_value};
+use crate::scenarios::{Ctx, Settings};
 
 /// The error type of the bench: anything printable.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const ALL_SCENARIOS: [&str; 5] = ["upstream", "roundtrip", "downstream", "idle", "direct"];
-
-/// Load benchmark for websocket-bridge: drives the real release binary on loopback.
+/// Load benchmark for websocket-bridge: drives the real release binary on loopback, alone or
+/// side by side with another bridge (--peer).
 ///
 /// Before measuring, it runs `cargo build --release --bin websocket-bridge` in the workspace
 /// (skip with --no-build) and then starts target/release/websocket-bridge (or --bridge PATH)
-/// afresh for each scenario, on 127.0.0.1:0 with rate and per-IP limits off. The bridge, the
-/// in-process backend and the clients share this machine's cores: CPU per message (the
-/// bridge's utime + stime from /proc/PID/stat) is the bridge's own and changes little with
-/// sharing; rates and latencies are what the shared cores allow. Only loopback is used.
+/// afresh for each scenario, on loopback with rate and per-IP limits off. With --peer BIN,
+/// each scenario runs A (ours), B (the peer), A, B, ... for --rounds rounds, and the table
+/// shows each side's median (and every run) and the ratio A/B. The bridge, the in-process
+/// backend and the clients share this machine's cores: CPU per message (the bridge's utime +
+/// stime from /proc/PID/stat) is the bridge's own and changes little with sharing; rates and
+/// latencies are what the shared cores allow. Only loopback is used.
 #[derive(Parser, Debug)]
 #[command(name = "websocket-bridge-bench", version, verbatim_doc_comment)]
 struct Args {
     /// Scenarios to run: `all` or a comma-separated list of upstream, roundtrip, downstream,
-    /// idle, direct.
+    /// idle, growth, large, direct. Under --callgrind, `all` means upstream, roundtrip,
+    /// downstream.
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// Concurrent WebSocket clients (and HTTP posters) in upstream, roundtrip, downstream and
-    /// direct.
+    /// direct; the few connections of growth.
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Message size in bytes.
+    /// Message size in bytes (all scenarios but large).
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Measurement window per scenario (`10s`, `500ms`, `1m`).
@@ -61,29 +74,65 @@ struct Args {
     /// Warm-up before each measurement window, not counted.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
-    /// Connections opened in the idle scenario (above 15,000 they are opened by child
-    /// processes of the bench, 10,000 each).
+    /// Runs of each scenario per side; with --peer they alternate A, B, A, B, ...
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Connections opened in the idle scenario.
     #[arg(long, default_value_t = 10_000)]
     idle_connections: usize,
-    /// WebSocket handshakes in flight at once while opening connections.
+    /// WebSocket handshakes in flight at once while opening connections (split among client
+    /// processes).
     #[arg(long, default_value_t = 256)]
     handshake_concurrency: usize,
+    /// Client processes opening the idle and growth connections: 0 picks one (this process)
+    /// up to 15,000 connections and one child per 10,000 beyond; N > 1 spreads them over N
+    /// child processes of the bench.
+    #[arg(long, default_value_t = 0)]
+    client_processes: usize,
+    /// Active connections in the growth scenario's second window.
+    #[arg(long, default_value_t = 10_000)]
+    growth_connections: usize,
+    /// Total messages per second in both growth windows, paced.
+    #[arg(long, default_value_t = 5_000.0)]
+    growth_rate: f64,
+    /// Clients (and posters) in the large-message scenario.
+    #[arg(long, default_value_t = 8)]
+    large_connections: usize,
     /// Where to write the results as JSON [default: bench/results.json in the workspace].
     #[arg(long)]
     json: Option<PathBuf>,
-    /// The bridge binary [default: target/release/websocket-bridge in the workspace].
+    /// The bridge measured as side A [default: target/release/websocket-bridge in the
+    /// workspace].
     #[arg(long)]
     bridge: Option<PathBuf>,
+    /// Contract of --bridge: auto (from its --help), ours or fermyon.
+    #[arg(long, value_enum, default_value_t = KindChoice::Auto)]
+    bridge_kind: KindChoice,
+    /// Another bridge binary, measured as side B in the same run (e.g. the original
+    /// fermyon/websocket-bridge built outside the repository).
+    #[arg(long)]
+    peer: Option<PathBuf>,
+    /// Contract of --peer: auto (from its --help), ours or fermyon.
+    #[arg(long, value_enum, default_value_t = KindChoice::Auto)]
+    peer_kind: KindChoice,
+    /// Run the bridges under `valgrind --tool=callgrind` and report instructions (Ir) per
+    /// message for upstream, roundtrip and downstream, from dumps taken at each window's
+    /// start and end (valgrind slows a bridge ~50x: use fewer connections and longer windows).
+    #[arg(long)]
+    callgrind: bool,
+    /// Where --callgrind writes its dumps (`{side}-{scenario}-r{round}.{pid}.out.{n}`; dump 2
+    /// is the window) [default: target/bench-callgrind in the workspace].
+    #[arg(long)]
+    callgrind_dir: Option<PathBuf>,
     /// Do not run `cargo build --release --bin websocket-bridge` first.
     #[arg(long)]
     no_build: bool,
     /// Shell command run at the start and end of each measurement window, with
-    /// BENCH_BRIDGE_PID, BENCH_SCENARIO and BENCH_EVENT (start|end) set; for profilers, e.g.
-    /// --bridge a wrapper that execs valgrind --tool=callgrind and
-    /// --window-hook 'callgrind_control -d $BENCH_BRIDGE_PID'.
+    /// BENCH_BRIDGE_PID, BENCH_SCENARIO, BENCH_SIDE (A|B) and BENCH_EVENT (start|end) set;
+    /// for profilers such as perf.
     #[arg(long)]
     window_hook: Option<String>,
-    /// Internal: run as a client shard of the idle scenario, opening connections to this URL.
+    /// Internal: run as a client shard, opening connections to this URL.
     #[arg(long, hide = true)]
     client_shard: Option<String>,
     /// Internal: connections a client shard opens.
@@ -92,6 +141,9 @@ struct Args {
     /// Internal: longest time a client shard lives.
     #[arg(long, hide = true, default_value = "120s", value_parser = parse_duration)]
     shard_hold: Duration,
+    /// Internal: microseconds between one shard connection's messages (0: idle).
+    #[arg(long, hide = true, default_value_t = 0)]
+    shard_interval_us: u64,
 }
 
 fn main() -> ExitCode {
@@ -109,9 +161,13 @@ fn main() -> ExitCode {
     let outcome = match &args.client_shard {
         Some(url) => runtime.block_on(client::run_shard(
             url,
-            args.shard_count,
-            args.handshake_concurrency,
-            args.shard_hold,
+            ShardWork {
+                count: args.shard_count,
+                in_flight: args.handshake_concurrency,
+                hold: args.shard_hold,
+                interval: Duration::from_micros(args.shard_interval_us),
+                size: args.size,
+            },
         )),
         None => runtime.block_on(run(&args)),
     };
@@ -132,27 +188,58 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// The workspace's target directory (`CARGO_TARGET_DIR` if set).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// One side's runs of one scenario, before folding.
+#[derive(Default)]
+struct Runs {
+    results: Vec<ScenarioResult>,
+    errors: Vec<String>,
+    unavailable: Option<String>,
+}
+
 async fn run(args: &Args) -> Result<(), BoxError> {
-    let scenarios = parse_scenarios(&args.scenarios)?;
-    if args.connections == 0 || args.idle_connections == 0 {
-        return Err("--connections and --idle-connections must be at least 1".into());
+    let scenarios = parse_scenarios(&args.scenarios, args.callgrind)?;
+    if args.connections == 0 || args.idle_connections == 0 || args.large_connections == 0 {
+        return Err(
+            "--connections, --idle-connections and --large-connections must be at least 1".into(),
+        );
+    }
+    if args.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
     }
     let root = workspace_root();
     if !args.no_build {
         build_bridge(&root)?;
     }
-    let bridge_binary = args.bridge.clone().unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| root.join("target"), PathBuf::from)
-            .join("release/websocket-bridge")
-    });
-    if !bridge_binary.is_file() {
-        return Err(format!(
-            "{} does not exist: run `cargo build --release` first",
-            bridge_binary.display()
-        )
-        .into());
+    let ours = args
+        .bridge
+        .clone()
+        .unwrap_or_else(|| target_dir(&root).join("release/websocket-bridge"));
+    let mut sides = vec![Side::new("A", ours, args.bridge_kind.kind()).map_err(|e| {
+        format!("side A: {e} (run `cargo build --release` first, or pass --bridge)")
+    })?];
+    if let Some(peer) = &args.peer {
+        sides.push(
+            Side::new("B", peer.clone(), args.peer_kind.kind())
+                .map_err(|e| format!("--peer: {e}"))?,
+        );
     }
+    let callgrind = if args.callgrind {
+        let dir = args
+            .callgrind_dir
+            .clone()
+            .unwrap_or_else(|| scenarios::default_callgrind_dir(&target_dir(&root)));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        check_valgrind()?;
+        Some(dir)
+    } else {
+        None
+    };
     let ticks = bridge::clock_ticks();
     let machine = Machine::collect(&root, ticks);
     let settings = Settings {
@@ -162,8 +249,12 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         warmup: args.warmup,
         idle_connections: args.idle_connections,
         handshake_concurrency: args.handshake_concurrency,
-        bridge_binary,
+        client_processes: args.client_processes,
+        growth_connections: args.growth_connections,
+        growth_rate: args.growth_rate,
+        large_connections: args.large_connections,
         clock_ticks: ticks.0,
+        callgrind,
         window_hook: args.window_hook.clone(),
     };
     let sharing = format!(
@@ -172,71 +263,153 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         machine.nproc, machine.cpu_model
     );
     eprintln!("websocket-bridge-bench: {sharing}");
+    for side in &sides {
+        eprintln!(
+            "websocket-bridge-bench: side {}: {} ({}, {})",
+            side.label,
+            side.binary.display(),
+            side.kind.name(),
+            side.version
+        );
+    }
     eprintln!(
-        "websocket-bridge-bench: bridge {}, commit {}{}, {} connections x {} B, {} s windows after {} s warm-up",
-        settings.bridge_binary.display(),
+        "websocket-bridge-bench: commit {}{}, {} connections x {} B, {} s windows after {} s warm-up, {} round(s){}",
         machine.git_commit,
         if machine.git_dirty { " (dirty)" } else { "" },
         settings.connections,
         settings.size,
         settings.duration.as_secs_f64(),
         settings.warmup.as_secs_f64(),
+        args.rounds,
+        if settings.callgrind.is_some() {
+            ", under callgrind"
+        } else {
+            ""
+        },
     );
 
     let backend = Backend::start().await?;
-    let mut results = Vec::new();
-    let mut failures = Vec::new();
-    for name in &scenarios {
+    // runs[side][scenario]
+    let mut runs: Vec<Vec<Runs>> = sides
+        .iter()
+        .map(|_| scenarios.iter().map(|_| Runs::default()).collect())
+        .collect();
+    for (index, name) in scenarios.iter().enumerate() {
         eprintln!("[{name}] {}", describe(name, &settings));
-        let started = std::time::Instant::now();
-        let outcome = match *name {
-            "upstream" => scenarios::upstream(&settings, &backend).await,
-            "roundtrip" => scenarios::roundtrip(&settings, &backend).await,
-            "downstream" => scenarios::downstream(&settings, &backend).await,
-            "idle" => scenarios::idle(&settings, &backend).await,
-            _ => scenarios::direct(&settings, &backend).await,
-        };
-        match outcome {
-            Ok(result) => {
-                let summary: Vec<String> = result
-                    .metrics
-                    .iter()
-                    .map(|m| format!("{} {} {}", m.name, format_value(m.value), m.unit))
-                    .collect();
-                eprintln!(
-                    "[{name}] done in {:.1} s: {}",
-                    started.elapsed().as_secs_f64(),
-                    summary.join(", ")
-                );
-                results.push(result);
-            }
-            Err(e) => {
-                eprintln!("[{name}] FAILED: {e}");
-                failures.push(json!({ "scenario": name, "error": e.to_string() }));
+        for round in 1..=args.rounds {
+            for (side_index, side) in sides.iter().enumerate() {
+                let slot = &mut runs[side_index][index];
+                if *name == "direct" && side_index > 0 {
+                    continue; // no bridge involved: once per round is enough
+                }
+                if let Some(reason) = scenarios::unavailable(name, side, &settings) {
+                    slot.unavailable = Some(reason);
+                    continue;
+                }
+                let ctx = Ctx {
+                    settings: &settings,
+                    side,
+                    backend: &backend,
+                    round,
+                };
+                let started = std::time::Instant::now();
+                let outcome = match *name {
+                    "upstream" => scenarios::upstream(&ctx).await,
+                    "roundtrip" => scenarios::roundtrip(&ctx).await,
+                    "downstream" => scenarios::downstream(&ctx).await,
+                    "idle" => scenarios::idle(&ctx).await,
+                    "growth" => scenarios::growth(&ctx).await,
+                    "large" => scenarios::large(&ctx).await,
+                    _ => scenarios::direct(&settings, &backend).await,
+                };
+                let who = format!("[{name} {} round {round}/{}]", side.title(), args.rounds);
+                match outcome {
+                    Ok(result) => {
+                        let summary: Vec<String> = result
+                            .metrics
+                            .iter()
+                            .map(|m| format!("{} {} {}", m.name, format_value(m.value), m.unit))
+                            .collect();
+                        eprintln!(
+                            "{who} done in {:.1} s: {}",
+                            started.elapsed().as_secs_f64(),
+                            summary.join(", ")
+                        );
+                        slot.results.push(result);
+                    }
+                    Err(e) => {
+                        eprintln!("{who} FAILED: {e}");
+                        slot.errors.push(e.to_string());
+                    }
+                }
             }
         }
     }
 
-    print!("{}", report::table(&results));
+    let summaries: Vec<Vec<Summary>> = runs
+        .into_iter()
+        .map(|side_runs| {
+            side_runs
+                .into_iter()
+                .zip(&scenarios)
+                .filter(|(runs, name)| {
+                    **name != "direct" || !runs.results.is_empty() || !runs.errors.is_empty()
+                })
+                .map(|(runs, name)| match runs.unavailable {
+                    Some(reason) => Summary::unavailable(name, reason),
+                    None => Summary::fold(name, &runs.results, runs.errors),
+                })
+                .collect()
+        })
+        .collect();
+    let columns: Vec<Column<'_>> = sides
+        .iter()
+        .zip(&summaries)
+        .map(|(side, summaries)| Column {
+            title: side.title(),
+            summaries,
+        })
+        .collect();
+    print!("{}", report::table(&columns[0], columns.get(1)));
     println!();
     println!("note: {sharing}.");
     println!(
-        "note: CPU time from /proc/PID/stat (utime + stime) at {} ticks/s ({}).",
-        ticks.0, ticks.1
+        "note: values are medians of {} run(s), each run's value in brackets; CPU time from /proc/PID/stat (utime + stime) at {} ticks/s ({}).",
+        args.rounds, ticks.0, ticks.1
     );
+    for side in &sides {
+        println!(
+            "note: side {}: {} ({}, {}).",
+            side.label,
+            side.binary.display(),
+            side.kind.name(),
+            side.version
+        );
+    }
+    if let Some(dir) = &settings.callgrind {
+        println!(
+            "note: callgrind dumps in {} (`.2` covers the window; see docs/PERFORMANCE.md for callgrind_annotate).",
+            dir.display()
+        );
+    }
 
     let json_path = args
         .json
         .clone()
         .unwrap_or_else(|| root.join("bench/results.json"));
     write_json(
-        &json_path, args, &settings, &machine, &sharing, &results, &failures,
+        &json_path, args, &settings, &machine, &sharing, &sides, &columns,
     )?;
     eprintln!("websocket-bridge-bench: wrote {}", json_path.display());
-    if failures.is_empty() {
+    let failed: usize = summaries
+        .iter()
+        .flatten()
+        .map(|summary| summary.errors.len())
+        .sum();
+    if failed == 0 {
         Ok(())
     } else {
-        Err(format!("{} scenario(s) failed", failures.len()).into())
+        Err(format!("{failed} run(s) failed").into())
     }
 }
 
@@ -263,6 +436,14 @@ fn describe(name: &str, s: &Settings) -> String {
             "opening {} idle connections, {} handshakes in flight",
             s.idle_connections, s.handshake_concurrency
         ),
+        "growth" => format!(
+            "{} msg/s of {} B paced over {} connections, then over {}; {window} each",
+            s.growth_rate, s.size, s.connections, s.growth_connections
+        ),
+        "large" => format!(
+            "{} clients, 64 KiB then 1 MiB messages, upstream then downstream; {window} each",
+            s.large_connections
+        ),
         _ => format!(
             "{} keep-alive posters send {} B straight to the backend (no bridge); {window}",
             s.connections, s.size
@@ -277,9 +458,38 @@ fn write_json(
     settings: &Settings,
     machine: &Machine,
     sharing: &str,
-    results: &[ScenarioResult],
-    failures: &[serde_json::Value],
+    sides: &[Side],
+    columns: &[Column<'_>],
 ) -> Result<(), BoxError> {
+    let side_json = |side: &Side| {
+        json!({
+            "label": side.label,
+            "kind": side.kind.name(),
+            "binary": side.binary.display().to_string(),
+            "version": side.version,
+            "flags": side.kind.flags_summary(),
+        })
+    };
+    let mut comparison = Vec::new();
+    if let [a, b] = columns {
+        for summary in a.summaries {
+            let Some(other) = b.summaries.iter().find(|o| o.name == summary.name) else {
+                continue;
+            };
+            for metric in &summary.metrics {
+                if let Some(theirs) = other.metrics.iter().find(|m| m.name == metric.name) {
+                    comparison.push(json!({
+                        "scenario": summary.name,
+                        "metric": metric.name,
+                        "unit": metric.unit,
+                        "a": metric.value,
+                        "b": theirs.value,
+                        "a_over_b": metric.value / theirs.value,
+                    }));
+                }
+            }
+        }
+    }
     let document = json!({
         "tool": "websocket-bridge-bench",
         "version": env!("CARGO_PKG_VERSION"),
@@ -287,18 +497,31 @@ fn write_json(
         "machine": machine,
         "config": {
             "scenarios": args.scenarios,
+            "rounds": args.rounds,
             "connections": settings.connections,
             "size_bytes": settings.size,
             "duration_seconds": settings.duration.as_secs_f64(),
             "warmup_seconds": settings.warmup.as_secs_f64(),
             "idle_connections": settings.idle_connections,
             "handshake_concurrency": settings.handshake_concurrency,
-            "bridge_binary": settings.bridge_binary.display().to_string(),
-            "bridge_flags": "--address 127.0.0.1:0 --allowlist http://127\\.0\\.0\\.1:PORT/.* --max-messages-per-second 0 --max-connections-per-ip 0 --max-connections 20000 --shutdown-grace 5s",
+            "client_processes": settings.client_processes,
+            "growth_connections": settings.growth_connections,
+            "growth_rate": settings.growth_rate,
+            "large_connections": settings.large_connections,
+            "callgrind_dir": settings.callgrind.as_ref().map(|d| d.display().to_string()),
+            "bridge_binary": sides[0].binary.display().to_string(),
+            "bridge_flags": sides[0].kind.flags_summary(),
+            "sides": sides.iter().map(side_json).collect::<Vec<_>>(),
         },
         "note": sharing,
-        "scenarios": results,
-        "failures": failures,
+        // Side A's medians, in the shape older readers (bench/plot.py) expect.
+        "scenarios": columns[0].summaries,
+        "peer": sides.get(1).zip(columns.get(1)).map(|(side, column)| {
+            let mut peer = side_json(side);
+            peer["scenarios"] = json!(column.summaries);
+            peer
+        }),
+        "comparison": comparison,
     });
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
@@ -330,19 +553,39 @@ fn build_bridge(root: &Path) -> Result<(), BoxError> {
     }
 }
 
-fn parse_scenarios(list: &str) -> Result<Vec<&'static str>, String> {
+/// Fails early, with a hint, when valgrind or callgrind_control is missing.
+fn check_valgrind() -> Result<(), BoxError> {
+    for tool in ["valgrind", "callgrind_control"] {
+        let found = std::process::Command::new(tool)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Err(format!("--callgrind needs {tool} (install valgrind)").into());
+        }
+    }
+    Ok(())
+}
+
+fn parse_scenarios(list: &str, callgrind: bool) -> Result<Vec<&'static str>, String> {
     if list.trim() == "all" {
-        return Ok(ALL_SCENARIOS.to_vec());
+        return Ok(if callgrind {
+            scenarios::CALLGRIND.to_vec()
+        } else {
+            scenarios::ALL.to_vec()
+        });
     }
     let mut chosen = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let known = ALL_SCENARIOS
+        let known = scenarios::ALL
             .iter()
             .find(|known| **known == name)
             .ok_or_else(|| {
                 format!(
                     "unknown scenario {name:?}: use all or some of {}",
-                    ALL_SCENARIOS.join(",")
+                    scenarios::ALL.join(",")
                 )
             })?;
         if !chosen.contains(known) {
@@ -393,11 +636,15 @@ mod tests {
 
     #[test]
     fn scenario_lists_parse() {
-        assert_eq!(parse_scenarios("all"), Ok(ALL_SCENARIOS.to_vec()));
+        assert_eq!(parse_scenarios("all", false), Ok(scenarios::ALL.to_vec()));
         assert_eq!(
-            parse_scenarios("idle, direct,idle"),
+            parse_scenarios("all", true),
+            Ok(vec!["upstream", "roundtrip", "downstream"])
+        );
+        assert_eq!(
+            parse_scenarios("idle, direct,idle", false),
             Ok(vec!["idle", "direct"])
         );
-        assert!(parse_scenarios("sideways").is_err());
+        assert!(parse_scenarios("sideways", false).is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! Results: metrics with their targets, the final table, machine facts and the JSON file.
+//! Results: metrics with their targets, each side's runs folded into medians ([`Summary`]),
+//! the final table (one column per side and their ratio) and machine facts for the JSON file.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -163,18 +164,163 @@ impl Machine {
     }
 }
 
-/// The final table, one line per metric: `scenario | metric | value | target | result`.
-pub(crate) fn table(results: &[ScenarioResult]) -> String {
-    let mut rows = vec![[
-        "scenario".to_owned(),
-        "metric".to_owned(),
-        "value".to_owned(),
-        "target".to_owned(),
-        "result".to_owned(),
-    ]];
-    for result in results {
-        for metric in &result.metrics {
-            let target = metric.target.map_or_else(
+/// One side's runs of one scenario: each metric's median over the runs, and every run's value.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Summary {
+    pub(crate) name: String,
+    /// Medians; the field names match a single run's metrics, so readers of older results
+    /// (`bench/plot.py`) still work.
+    pub(crate) metrics: Vec<SummaryMetric>,
+    /// Every run's details, in order.
+    pub(crate) details: serde_json::Value,
+    /// Why this side has no figures for the scenario (shown as `n/a`).
+    pub(crate) unavailable: Option<String>,
+    /// Runs that failed, with their errors.
+    pub(crate) errors: Vec<String>,
+}
+
+/// A metric's median over the runs.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct SummaryMetric {
+    pub(crate) name: String,
+    /// Median of the runs' finite values (NaN if none).
+    pub(crate) value: f64,
+    pub(crate) unit: String,
+    pub(crate) target: Option<Target>,
+    /// Whether the median meets the target; `None` without a target.
+    pub(crate) met: Option<bool>,
+    /// Each run's value, in run order.
+    pub(crate) runs: Vec<f64>,
+}
+
+impl Summary {
+    /// Folds the runs of scenario `name`; metrics keep the order of the first run that has them.
+    pub(crate) fn fold(name: &str, runs: &[ScenarioResult], errors: Vec<String>) -> Self {
+        let mut metrics: Vec<SummaryMetric> = Vec::new();
+        for run in runs {
+            for metric in &run.metrics {
+                if metrics.iter().any(|m| m.name == metric.name) {
+                    continue;
+                }
+                let values: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|r| r.metrics.iter().find(|m| m.name == metric.name))
+                    .map(|m| m.value)
+                    .collect();
+                let value = median(&values);
+                let judged = match metric.target {
+                    Some(Target {
+                        value: target,
+                        goal: Goal::AtMost,
+                    }) => Metric::at_most(&metric.name, value, &metric.unit, target),
+                    Some(Target {
+                        value: target,
+                        goal: Goal::AtLeast,
+                    }) => Metric::at_least(&metric.name, value, &metric.unit, target),
+                    None => Metric::info(&metric.name, value, &metric.unit),
+                };
+                metrics.push(SummaryMetric {
+                    name: judged.name,
+                    value,
+                    unit: judged.unit,
+                    target: judged.target,
+                    met: judged.met,
+                    runs: values,
+                });
+            }
+        }
+        let unavailable = (runs.is_empty()).then(|| {
+            errors
+                .last()
+                .cloned()
+                .unwrap_or_else(|| "not run".to_owned())
+        });
+        Self {
+            name: name.to_owned(),
+            metrics,
+            details: serde_json::json!({
+                "runs": runs.iter().map(|r| &r.details).collect::<Vec<_>>(),
+            }),
+            unavailable,
+            errors,
+        }
+    }
+
+    /// A scenario this side cannot run, and why.
+    pub(crate) fn unavailable(name: &str, reason: String) -> Self {
+        Self {
+            name: name.to_owned(),
+            metrics: Vec::new(),
+            details: serde_json::Value::Null,
+            unavailable: Some(reason),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// Median of the finite values (mean of the middle two for an even count); NaN if none.
+pub(crate) fn median(values: &[f64]) -> f64 {
+    let mut finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return f64::NAN;
+    }
+    finite.sort_by(f64::total_cmp);
+    let mid = finite.len() / 2;
+    if finite.len() % 2 == 1 {
+        finite[mid]
+    } else {
+        (finite[mid - 1] + finite[mid]) / 2.0
+    }
+}
+
+/// A column of the table: a side's title and its summaries.
+pub(crate) struct Column<'a> {
+    pub(crate) title: String,
+    pub(crate) summaries: &'a [Summary],
+}
+
+/// The final table, one line per metric of the first column:
+/// `scenario | metric | A | B | A/B | target | A result` (without a second column:
+/// `scenario | metric | value | target | result`). Values are medians, each run's value in
+/// brackets after it.
+pub(crate) fn table(a: &Column<'_>, b: Option<&Column<'_>>) -> String {
+    let mut header = vec!["scenario".to_owned(), "metric".to_owned()];
+    match b {
+        Some(b) => header.extend([a.title.clone(), b.title.clone(), "A/B".to_owned()]),
+        None => header.push(format!("value: {}", a.title)),
+    }
+    header.extend(["target".to_owned(), "result".to_owned()]);
+    let mut rows = vec![header];
+    for summary in a.summaries {
+        let other = b.map(|b| b.summaries.iter().find(|o| o.name == summary.name));
+        if let Some(reason) = &summary.unavailable {
+            let mut row = vec![summary.name.clone(), "-".to_owned(), na(reason)];
+            if let Some(other) = other {
+                row.push(other.map_or_else(|| "-".to_owned(), describe_side));
+                row.push("-".to_owned());
+            }
+            row.extend(["-".to_owned(), String::new()]);
+            rows.push(row);
+            continue;
+        }
+        for metric in &summary.metrics {
+            let mut row = vec![summary.name.clone(), metric.name.clone(), cell(metric)];
+            if let Some(other) = other {
+                let theirs = other.and_then(|o| o.metrics.iter().find(|m| m.name == metric.name));
+                row.push(match (other, theirs) {
+                    (None, _) => "- (no bridge)".to_owned(),
+                    (Some(o), _) if o.unavailable.is_some() => describe_side(o),
+                    (Some(_), None) => "-".to_owned(),
+                    (Some(_), Some(theirs)) => cell(theirs),
+                });
+                let ratio = theirs.map_or(f64::NAN, |t| metric.value / t.value);
+                row.push(if ratio.is_finite() {
+                    format!("{ratio:.2}")
+                } else {
+                    "-".to_owned()
+                });
+            }
+            row.push(metric.target.map_or_else(
                 || "-".to_owned(),
                 |t| {
                     let op = match t.goal {
@@ -183,23 +329,50 @@ pub(crate) fn table(results: &[ScenarioResult]) -> String {
                     };
                     format!("{op} {} {}", format_value(t.value), metric.unit)
                 },
+            ));
+            row.push(
+                match metric.met {
+                    Some(true) => "met",
+                    Some(false) => "MISSED",
+                    None => "",
+                }
+                .to_owned(),
             );
-            let verdict = match metric.met {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "",
-            };
-            rows.push([
-                result.name.clone(),
-                metric.name.clone(),
-                format!("{} {}", format_value(metric.value), metric.unit),
-                target,
-                verdict.to_owned(),
-            ]);
+            rows.push(row);
         }
     }
-    let mut widths = [0; 5];
-    for row in &rows {
+    render(&rows)
+}
+
+/// `37.0 us [36.1 37.9 37.0]`: the median, then each run's value when there are several.
+fn cell(metric: &SummaryMetric) -> String {
+    let mut text = format!("{} {}", format_value(metric.value), metric.unit);
+    if metric.runs.len() > 1 {
+        let runs: Vec<String> = metric.runs.iter().map(|v| format_value(*v)).collect();
+        let _ = write!(text, " [{}]", runs.join(" "));
+    }
+    text
+}
+
+/// A side with no figures for a scenario: `n/a: why`.
+fn describe_side(summary: &Summary) -> String {
+    summary
+        .unavailable
+        .as_deref()
+        .map_or_else(|| "-".to_owned(), na)
+}
+
+fn na(reason: &str) -> String {
+    const WIDTH: usize = 60;
+    let reason: String = reason.chars().take(WIDTH).collect();
+    format!("n/a: {reason}")
+}
+
+/// Aligns `rows` into columns separated by ` | `, with a rule under the header.
+fn render(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0; columns];
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -208,7 +381,7 @@ pub(crate) fn table(results: &[ScenarioResult]) -> String {
     for (i, row) in rows.iter().enumerate() {
         let cells: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
         let _ = writeln!(out, "{}", cells.join(" | ").trim_end());
@@ -320,5 +493,42 @@ mod tests {
         assert_eq!(Metric::at_most("cpu", f64::NAN, "us", 8.0).met, Some(false));
         assert_eq!(format_value(1_234_567.0), "1,234,567");
         assert_eq!(format_value(7.891), "7.89");
+    }
+
+    #[test]
+    fn medians_skip_missing_values() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, f64::NAN, 2.0, 3.0]), 2.5);
+        assert!(median(&[f64::NAN]).is_nan());
+    }
+
+    #[test]
+    fn runs_fold_into_medians_judged_against_targets() {
+        let run = |cpu: f64| ScenarioResult {
+            name: "upstream".to_owned(),
+            metrics: vec![Metric::at_most("cpu", cpu, "us", 8.0)],
+            details: serde_json::Value::Null,
+        };
+        let summary = Summary::fold("upstream", &[run(9.0), run(7.0), run(7.5)], Vec::new());
+        assert_eq!(summary.metrics[0].value, 7.5);
+        assert_eq!(summary.metrics[0].runs, vec![9.0, 7.0, 7.5]);
+        assert_eq!(summary.metrics[0].met, Some(true));
+        let peer = Summary::fold("upstream", &[run(15.0)], Vec::new());
+        let a = [summary];
+        let b = [peer];
+        let text = table(
+            &Column {
+                title: "A (ours)".to_owned(),
+                summaries: &a,
+            },
+            Some(&Column {
+                title: "B (fermyon)".to_owned(),
+                summaries: &b,
+            }),
+        );
+        assert!(text.contains("7.50 us [9 7 7.50]"), "{text}");
+        assert!(text.contains("| 0.50 |"), "{text}");
+        let failed = Summary::fold("idle", &[], vec!["boom".to_owned()]);
+        assert_eq!(failed.unavailable.as_deref(), Some("boom"));
     }
 }

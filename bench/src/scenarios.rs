@@ -1,10 +1,22 @@
-//! The five scenarios. Each one that involves the bridge starts a fresh bridge process (so
-//! one scenario's allocations, connections and backlog cannot colour the next), warms up,
-//! takes a snapshot of the counters and of the bridge's CPU time, runs for the measurement
-//! window, takes a second snapshot, then resets its clients and stops the bridge with SIGTERM.
-//! Every loop is bounded by the window's end plus a short grace.
+//! The scenarios. Each one that involves a bridge starts a fresh bridge process (so one
+//! scenario's allocations, connections and backlog cannot colour the next), warms up, takes a
+//! snapshot of the counters and of the bridge's CPU time, runs for the measurement window,
+//! takes a second snapshot, then resets its clients and stops the bridge with SIGTERM. Every
+//! loop is bounded by the window's end plus a short grace.
+//!
+//! This file holds what every scenario shares ([`Ctx`], [`Snapshot`], [`Window`],
+//! [`measure`]) and the message-rate scenarios `upstream`, `roundtrip`, `downstream` and
+//! `direct`; `idle`, `growth` and `large` have their own modules.
+//!
+//! Under `--callgrind` the bridge runs under `valgrind --tool=callgrind`; [`measure`] then
+//! dumps callgrind's counts at the window's start and end, and the message-rate scenarios
+//! report instructions per message instead of CPU time (which valgrind inflates ~50x).
 
-use std::path::PathBuf;
+mod growth;
+mod idle;
+mod large;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,17 +25,34 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{StatusCode, Uri};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
+pub(crate) use self::growth::growth;
+pub(crate) use self::idle::idle;
+pub(crate) use self::large::large;
 use crate::BoxError;
 use crate::backend::Backend;
-use crate::bridge::{Bridge, process_cpu_seconds};
-use crate::client::{Counter, Poster, Ws, connect_url, open_many, read};
+use crate::bridge::{Bridge, Launch, process_cpu_seconds};
+use crate::client::{Counter, Poster, Ws, open_many, read};
+use crate::contract::{Needs, Side};
 use crate::report::{Metric, ScenarioResult, quantile};
+
+/// Every scenario, in the order `all` runs them.
+pub(crate) const ALL: [&str; 7] = [
+    "upstream",
+    "roundtrip",
+    "downstream",
+    "idle",
+    "growth",
+    "large",
+    "direct",
+];
+
+/// The scenarios that report instructions per message under `--callgrind`.
+pub(crate) const CALLGRIND: [&str; 3] = ["upstream", "roundtrip", "downstream"];
 
 /// Targets from the issue.
 pub(crate) mod targets {
@@ -41,15 +70,9 @@ pub(crate) mod targets {
     pub(crate) const HANDSHAKES_PER_SECOND: f64 = 20_000.0;
 }
 
-/// Idle connections one bench process opens itself; beyond it, child shards open them.
-const SHARD_THRESHOLD: usize = 15_000;
-/// Idle connections per child shard.
-const PER_SHARD: usize = 10_000;
-/// Upper bound on opening the idle connections and on a shard's life.
-const IDLE_OPEN_BOUND: Duration = Duration::from_secs(120);
 /// Time after the window for clients to notice the end and stop.
 const GRACE: Duration = Duration::from_millis(300);
-/// Messages written before each flush by a streaming client.
+/// Messages written before each flush by a streaming client of small messages.
 const BATCH: usize = 32;
 
 /// What every scenario needs.
@@ -60,8 +83,18 @@ pub(crate) struct Settings {
     pub(crate) warmup: Duration,
     pub(crate) idle_connections: usize,
     pub(crate) handshake_concurrency: usize,
-    pub(crate) bridge_binary: PathBuf,
+    /// Client processes for the idle and growth scenarios (0: one up to 15,000 connections,
+    /// then one per 10,000).
+    pub(crate) client_processes: usize,
+    /// Connections of the growth scenario's large phase.
+    pub(crate) growth_connections: usize,
+    /// Total messages per second in both phases of the growth scenario.
+    pub(crate) growth_rate: f64,
+    /// Clients (and posters) of the large-message scenario.
+    pub(crate) large_connections: usize,
     pub(crate) clock_ticks: f64,
+    /// Run bridges under callgrind, writing dumps here.
+    pub(crate) callgrind: Option<PathBuf>,
     /// A shell command run at the start and end of each measurement window (profiling).
     pub(crate) window_hook: Option<String>,
 }
@@ -72,10 +105,61 @@ impl Settings {
     }
 }
 
+/// Why `side` cannot run `scenario` with these settings, if it cannot: printed as `n/a`.
+pub(crate) fn unavailable(scenario: &str, _side: &Side, s: &Settings) -> Option<String> {
+    // Both known contracts support every scenario; only callgrind limits what is measured.
+    if s.callgrind.is_some() && !CALLGRIND.contains(&scenario) {
+        return Some("not measured under --callgrind".to_owned());
+    }
+    None
+}
+
+/// One run of one scenario against one bridge.
+pub(crate) struct Ctx<'a> {
+    pub(crate) settings: &'a Settings,
+    pub(crate) side: &'a Side,
+    pub(crate) backend: &'a Backend,
+    /// 1-based round number, for file names.
+    pub(crate) round: usize,
+}
+
+impl Ctx<'_> {
+    /// Starts this side's bridge for `scenario`, after telling the backend its callback header.
+    async fn start_bridge(&self, scenario: &str, needs: Needs) -> Result<Bridge, BoxError> {
+        self.backend
+            .set_callback_header(self.side.kind.callback_header());
+        let allowlist = self.backend.allowlist();
+        let tag = format!("{}-{scenario}-r{}", self.side.label, self.round);
+        Bridge::start(&Launch {
+            side: self.side,
+            allowlist: &allowlist,
+            needs,
+            clock_ticks: self.settings.clock_ticks,
+            callgrind: self.settings.callgrind.as_deref(),
+            tag: &tag,
+        })
+        .await
+    }
+
+    /// The URL a client opens to have its messages POSTed to the backend's `route`.
+    fn connect_url(&self, bridge: &Bridge, route: &str) -> String {
+        self.side.kind.connect_url(
+            bridge.addr(),
+            &self.backend.url(route),
+            &self.backend.url("/disconnect"),
+        )
+    }
+
+    fn callgrind(&self) -> bool {
+        self.settings.callgrind.is_some()
+    }
+}
+
 /// Counters and CPU times at one instant.
+#[derive(Clone, Copy)]
 struct Snapshot {
     at: Instant,
-    count: u64,
+    count: f64,
     bridge_user: f64,
     bridge_system: f64,
     bench_cpu: f64,
@@ -87,38 +171,62 @@ impl Snapshot {
         let (bridge_user, bridge_system) = bridge.map_or(Ok((0.0, 0.0)), Bridge::cpu_times)?;
         Ok(Self {
             at: Instant::now(),
-            count: read(count),
+            count: read(count) as f64,
             bridge_user,
             bridge_system,
             bench_cpu: process_cpu_seconds("/proc/self/stat", ticks)?,
             machine_busy: machine_busy_seconds(ticks).unwrap_or(f64::NAN),
         })
     }
+
+    /// Halfway between two snapshots: the best estimate of the instant a hook acted on,
+    /// somewhere between them (a callgrind dump takes a fraction of a second).
+    fn midpoint(a: &Self, b: &Self) -> Self {
+        let mid = |x: f64, y: f64| (x + y) / 2.0;
+        Self {
+            at: a.at + (b.at - a.at) / 2,
+            count: mid(a.count, b.count),
+            bridge_user: mid(a.bridge_user, b.bridge_user),
+            bridge_system: mid(a.bridge_system, b.bridge_system),
+            bench_cpu: mid(a.bench_cpu, b.bench_cpu),
+            machine_busy: mid(a.machine_busy, b.machine_busy),
+        }
+    }
 }
 
 /// What happened between two snapshots.
 struct Window {
     seconds: f64,
-    events: u64,
+    events: f64,
     bridge_cpu: f64,
     bridge_system: f64,
     bench_cpu: f64,
     /// CPU time of every other process on the machine in the window: noise.
     others_cpu: f64,
+    /// Instructions the bridge executed in the window (under callgrind).
+    instructions: Option<u64>,
+    /// The callgrind dump that covers the window.
+    dump: Option<PathBuf>,
+    /// Time the end-of-window hooks took (dumps are not instant).
+    hook_seconds: f64,
 }
 
 impl Window {
     fn between(a: &Snapshot, b: &Snapshot) -> Self {
+        let bridge_cpu = (b.bridge_user + b.bridge_system) - (a.bridge_user + a.bridge_system);
         Self {
             seconds: (b.at - a.at).as_secs_f64(),
-            events: b.count - a.count,
-            bridge_cpu: (b.bridge_user + b.bridge_system) - (a.bridge_user + a.bridge_system),
+            events: (b.count - a.count).max(0.0),
+            bridge_cpu,
             bridge_system: b.bridge_system - a.bridge_system,
             bench_cpu: b.bench_cpu - a.bench_cpu,
             others_cpu: ((b.machine_busy - a.machine_busy)
-                - ((b.bridge_user + b.bridge_system) - (a.bridge_user + a.bridge_system))
+                - bridge_cpu
                 - (b.bench_cpu - a.bench_cpu))
                 .max(0.0),
+            instructions: None,
+            dump: None,
+            hook_seconds: 0.0,
         }
     }
 
@@ -133,15 +241,33 @@ impl Window {
     }
 
     fn rate(&self) -> f64 {
-        self.events as f64 / self.seconds
+        self.events / self.seconds
     }
 
     /// Bridge CPU per event in microseconds (NaN without events).
     fn bridge_us_per_event(&self) -> f64 {
-        if self.events == 0 {
+        if self.events == 0.0 {
             f64::NAN
         } else {
-            self.bridge_cpu * 1e6 / self.events as f64
+            self.bridge_cpu * 1e6 / self.events
+        }
+    }
+
+    /// Instructions per event (NaN without a callgrind count or events).
+    fn instructions_per_event(&self) -> f64 {
+        match self.instructions {
+            Some(ir) if self.events > 0.0 => ir as f64 / self.events,
+            _ => f64::NAN,
+        }
+    }
+
+    /// The cost metric of a message-rate scenario: bridge CPU per event with its target, or
+    /// under callgrind the instructions per event.
+    fn cost(&self, cpu_name: &str, ir_name: &str, target_us: f64) -> Metric {
+        if self.instructions.is_some() {
+            Metric::info(ir_name, self.instructions_per_event(), "Ir")
+        } else {
+            Metric::at_most(cpu_name, self.bridge_us_per_event(), "us", target_us)
         }
     }
 
@@ -156,21 +282,72 @@ impl Window {
             "bridge_cores_busy": self.bridge_cpu / self.seconds,
             "bench_cores_busy": self.bench_cpu / self.seconds,
             "other_processes_cores_busy": self.others_cpu / self.seconds,
+            "callgrind_instructions": self.instructions,
+            "callgrind_dump": self.dump.as_ref().map(|p| p.display().to_string()),
+            "end_hook_seconds": self.hook_seconds,
         })
     }
 }
 
-/// Runs `--window-hook` (if any) through `sh -c` with `BENCH_BRIDGE_PID`, `BENCH_SCENARIO`
-/// and `BENCH_EVENT` (`start` or `end`) set, waiting at most 30 s for it. Meant for
-/// profilers: `callgrind_control -d $BENCH_BRIDGE_PID` dumps exactly the window.
-async fn window_hook(s: &Settings, bridge: &Bridge, scenario: &str, event: &str) {
-    let Some(command) = &s.window_hook else {
+/// Measures one window, `t0..t1`, of `count`: waits for `t0`, marks the start, waits for
+/// `t1`, marks the end. Each mark runs the hooks (a callgrind dump under `--callgrind`, then
+/// `--window-hook`) between two snapshots and keeps their midpoint.
+async fn measure(
+    ctx: &Ctx<'_>,
+    bridge: &mut Bridge,
+    scenario: &str,
+    count: &AtomicU64,
+    t0: Instant,
+    t1: Instant,
+) -> Result<Window, BoxError> {
+    sleep_until(t0).await;
+    let (a, _, _) = mark(ctx, bridge, scenario, "start", count).await?;
+    sleep_until(t1).await;
+    let (b, dump, hook_seconds) = mark(ctx, bridge, scenario, "end", count).await?;
+    let mut window = Window::between(&a, &b);
+    if let Some((ir, path)) = dump {
+        window.instructions = Some(ir);
+        window.dump = Some(path);
+    }
+    window.hook_seconds = hook_seconds;
+    window.warn_if_noisy(scenario);
+    Ok(window)
+}
+
+/// One end of a window: snapshot, hooks, snapshot. Returns the midpoint, the callgrind dump
+/// taken (instructions since the previous dump, and its file) and how long the hooks took.
+async fn mark(
+    ctx: &Ctx<'_>,
+    bridge: &mut Bridge,
+    scenario: &str,
+    event: &str,
+    count: &AtomicU64,
+) -> Result<(Snapshot, Option<(u64, PathBuf)>, f64), BoxError> {
+    let ticks = ctx.settings.clock_ticks;
+    let before = Snapshot::take(Some(bridge), count, ticks)?;
+    let dump = if ctx.callgrind() {
+        Some(bridge.callgrind_dump().await?)
+    } else {
+        None
+    };
+    window_hook(ctx, bridge, scenario, event).await;
+    let after = Snapshot::take(Some(bridge), count, ticks)?;
+    let hook_seconds = (after.at - before.at).as_secs_f64();
+    Ok((Snapshot::midpoint(&before, &after), dump, hook_seconds))
+}
+
+/// Runs `--window-hook` (if any) through `sh -c` with `BENCH_BRIDGE_PID`, `BENCH_SCENARIO`,
+/// `BENCH_SIDE` (`A` or `B`) and `BENCH_EVENT` (`start` or `end`) set, waiting at most 30 s
+/// for it. Meant for profilers such as perf.
+async fn window_hook(ctx: &Ctx<'_>, bridge: &Bridge, scenario: &str, event: &str) {
+    let Some(command) = &ctx.settings.window_hook else {
         return;
     };
     let run = Command::new("sh")
         .args(["-c", command])
         .env("BENCH_BRIDGE_PID", bridge.pid().to_string())
         .env("BENCH_SCENARIO", scenario)
+        .env("BENCH_SIDE", ctx.side.label)
         .env("BENCH_EVENT", event)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -238,9 +415,10 @@ async fn stop_bridge(bridge: Bridge) -> serde_json::Value {
 
 /// `upstream`: every client streams messages as fast as backpressure allows; the backend
 /// counts the frame POSTs.
-pub(crate) async fn upstream(s: &Settings, backend: &Backend) -> Result<ScenarioResult, BoxError> {
-    let bridge = Bridge::start(&s.bridge_binary, &backend.allowlist(), s.clock_ticks).await?;
-    let url = connect_url(bridge.addr(), &backend.url("/sink"));
+pub(crate) async fn upstream(ctx: &Ctx<'_>) -> Result<ScenarioResult, BoxError> {
+    let s = ctx.settings;
+    let mut bridge = ctx.start_bridge("upstream", Needs::default()).await?;
+    let url = ctx.connect_url(&bridge, "/sink");
     let clients = open_clients(&url, s.connections, s.handshake_concurrency).await?;
     let t0 = Instant::now() + s.warmup;
     let t1 = t0 + s.duration;
@@ -251,29 +429,23 @@ pub(crate) async fn upstream(s: &Settings, backend: &Backend) -> Result<Scenario
         tasks.spawn(stream_messages(
             ws,
             s.payload(),
+            BATCH,
             t1,
-            Arc::clone(&sent),
-            Arc::clone(&errors),
+            [Arc::clone(&sent), Arc::clone(&errors)],
         ));
     }
-    sleep_until(t0).await;
-    window_hook(s, &bridge, "upstream", "start").await;
-    let a = Snapshot::take(Some(&bridge), &backend.stats().requests, s.clock_ticks)?;
-    sleep_until(t1).await;
-    window_hook(s, &bridge, "upstream", "end").await;
-    let b = Snapshot::take(Some(&bridge), &backend.stats().requests, s.clock_ticks)?;
+    let counted = &ctx.backend.stats().sink_messages;
+    let window = measure(ctx, &mut bridge, "upstream", counted, t0, t1).await;
     join_bounded(&mut tasks, t1 + GRACE).await;
-    let window = Window::between(&a, &b);
-    window.warn_if_noisy("upstream");
     let stopped = stop_bridge(bridge).await;
+    let window = window?;
     Ok(ScenarioResult {
         name: "upstream".to_owned(),
         metrics: vec![
             Metric::info("messages/s (at backend)", window.rate(), "msg/s"),
-            Metric::at_most(
+            window.cost(
                 "bridge CPU per message",
-                window.bridge_us_per_event(),
-                "us",
+                "bridge instructions per message",
                 targets::UPSTREAM_CPU_US,
             ),
             Metric::info(
@@ -291,18 +463,26 @@ pub(crate) async fn upstream(s: &Settings, backend: &Backend) -> Result<Scenario
     })
 }
 
-/// Writes `payload` as binary messages in batches until `end`.
-async fn stream_messages(mut ws: Ws, payload: Bytes, end: Instant, sent: Counter, errors: Counter) {
+/// Writes `payload` as binary messages, `batch` per flush, until `end`. `counters` are the
+/// messages written and the errors met.
+async fn stream_messages(
+    mut ws: Ws,
+    payload: Bytes,
+    batch: usize,
+    end: Instant,
+    counters: [Counter; 2],
+) {
+    let [sent, errors] = counters;
     while Instant::now() < end {
-        let batch = async {
-            for _ in 0..BATCH {
+        let written = async {
+            for _ in 0..batch {
                 ws.feed(Message::Binary(payload.clone())).await?;
             }
             ws.flush().await
         };
-        match timeout_at(end, batch).await {
+        match timeout_at(end, written).await {
             Ok(Ok(())) => {
-                sent.fetch_add(BATCH as u64, Ordering::Relaxed);
+                sent.fetch_add(batch as u64, Ordering::Relaxed);
             }
             Ok(Err(_)) => {
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -316,9 +496,10 @@ async fn stream_messages(mut ws: Ws, payload: Bytes, end: Instant, sent: Counter
 
 /// `roundtrip`: closed loop of send, backend POSTs the body back through the callback URL,
 /// client receives it, repeat.
-pub(crate) async fn roundtrip(s: &Settings, backend: &Backend) -> Result<ScenarioResult, BoxError> {
-    let bridge = Bridge::start(&s.bridge_binary, &backend.allowlist(), s.clock_ticks).await?;
-    let url = connect_url(bridge.addr(), &backend.url("/echo"));
+pub(crate) async fn roundtrip(ctx: &Ctx<'_>) -> Result<ScenarioResult, BoxError> {
+    let s = ctx.settings;
+    let mut bridge = ctx.start_bridge("roundtrip", Needs::default()).await?;
+    let url = ctx.connect_url(&bridge, "/echo");
     let clients = open_clients(&url, s.connections, s.handshake_concurrency).await?;
     let t0 = Instant::now() + s.warmup;
     let t1 = t0 + s.duration;
@@ -327,17 +508,11 @@ pub(crate) async fn roundtrip(s: &Settings, backend: &Backend) -> Result<Scenari
     for ws in clients {
         tasks.spawn(round_trips(ws, s.payload(), t0, t1, Arc::clone(&completed)));
     }
-    let callbacks_before = read(&backend.stats().callbacks_failed);
-    sleep_until(t0).await;
-    window_hook(s, &bridge, "roundtrip", "start").await;
-    let a = Snapshot::take(Some(&bridge), &completed, s.clock_ticks)?;
-    sleep_until(t1).await;
-    window_hook(s, &bridge, "roundtrip", "end").await;
-    let b = Snapshot::take(Some(&bridge), &completed, s.clock_ticks)?;
+    let failures_before = read(&ctx.backend.stats().callbacks_failed);
+    let window = measure(ctx, &mut bridge, "roundtrip", &completed, t0, t1).await;
     let outcomes = join_bounded(&mut tasks, t1 + GRACE + Duration::from_secs(1)).await;
-    let window = Window::between(&a, &b);
-    window.warn_if_noisy("roundtrip");
     let stopped = stop_bridge(bridge).await;
+    let window = window?;
 
     let mut latencies = Vec::new();
     let mut client_errors = 0;
@@ -347,16 +522,19 @@ pub(crate) async fn roundtrip(s: &Settings, backend: &Backend) -> Result<Scenari
     }
     latencies.sort_unstable();
     let ms = |q: f64| quantile(&latencies, q).as_secs_f64() * 1e3;
-    Ok(ScenarioResult {
-        name: "roundtrip".to_owned(),
-        metrics: vec![
-            Metric::info("round trips/s", window.rate(), "rt/s"),
-            Metric::at_most(
-                "bridge CPU per round trip",
-                window.bridge_us_per_event(),
-                "us",
-                targets::ROUNDTRIP_CPU_US,
-            ),
+    let mut metrics = vec![
+        Metric::info("round trips/s", window.rate(), "rt/s"),
+        window.cost(
+            "bridge CPU per round trip",
+            "bridge instructions per round trip",
+            targets::ROUNDTRIP_CPU_US,
+        ),
+    ];
+    if ctx.callgrind() {
+        // Latencies under valgrind say nothing about the bridge's.
+        metrics.push(Metric::info("latency p99 (under valgrind)", ms(0.99), "ms"));
+    } else {
+        metrics.extend([
             Metric::info("latency p50", ms(0.5), "ms"),
             Metric::at_most("latency p99", ms(0.99), "ms", targets::ROUNDTRIP_P99_MS),
             Metric::info("latency p99.9", ms(0.999), "ms"),
@@ -365,13 +543,17 @@ pub(crate) async fn roundtrip(s: &Settings, backend: &Backend) -> Result<Scenari
                 window.bridge_cpu / window.seconds,
                 "cores",
             ),
-        ],
+        ]);
+    }
+    Ok(ScenarioResult {
+        name: "roundtrip".to_owned(),
+        metrics,
         details: json!({
             "window": window.details(),
             "latency_samples": latencies.len(),
             "latency_max_ms": latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
             "client_errors": client_errors,
-            "callback_failures": read(&backend.stats().callbacks_failed) - callbacks_before,
+            "callback_failures": read(&ctx.backend.stats().callbacks_failed) - failures_before,
             "bridge": stopped,
         }),
     })
@@ -420,44 +602,58 @@ async fn round_trips(
     }
 }
 
-/// `downstream`: the bench POSTs to every client's callback URL as fast as the bridge
-/// accepts; the clients count what they receive.
-pub(crate) async fn downstream(
-    s: &Settings,
-    backend: &Backend,
-) -> Result<ScenarioResult, BoxError> {
-    let bridge = Bridge::start(&s.bridge_binary, &backend.allowlist(), s.clock_ticks).await?;
-    let url = connect_url(bridge.addr(), &backend.url("/hello"));
-    let clients = open_clients(&url, s.connections, s.handshake_concurrency).await?;
-
-    // Each client says hello; the backend's 200 answer carries its callback URL back to it.
-    let hello_deadline = Instant::now() + Duration::from_secs(15);
+/// Opens `count` clients through `/hello` and returns each with the path of its callback URL.
+async fn clients_with_callbacks(
+    ctx: &Ctx<'_>,
+    bridge: &Bridge,
+    count: usize,
+) -> Result<Vec<(Ws, Uri)>, BoxError> {
+    let url = ctx.connect_url(bridge, "/hello");
+    let clients = open_clients(&url, count, ctx.settings.handshake_concurrency).await?;
+    // Each client says hello; the backend sends it its callback URL through that URL.
+    let hello_deadline = Instant::now() + Duration::from_secs(30);
     let mut hellos = JoinSet::new();
     for ws in clients {
         hellos.spawn(timeout_at(hello_deadline, hello(ws)));
     }
-    let mut pairs = Vec::with_capacity(s.connections);
+    let mut pairs = Vec::with_capacity(count);
     while let Some(joined) = hellos.join_next().await {
         let within = joined.map_err(|e| format!("hello task: {e}"))?;
-        pairs.push(within.map_err(|_| "no hello reply within 15 s")??);
+        pairs.push(within.map_err(|_| "no hello reply within 30 s")??);
     }
+    Ok(pairs)
+}
 
+/// `downstream`: the bench POSTs to every client's callback URL as fast as the bridge
+/// accepts; the clients count what they receive.
+pub(crate) async fn downstream(ctx: &Ctx<'_>) -> Result<ScenarioResult, BoxError> {
+    let s = ctx.settings;
+    let mut bridge = ctx.start_bridge("downstream", Needs::default()).await?;
+    let pairs = match clients_with_callbacks(ctx, &bridge, s.connections).await {
+        Ok(pairs) => pairs,
+        Err(e) => {
+            stop_bridge(bridge).await;
+            return Err(e);
+        }
+    };
     let t0 = Instant::now() + s.warmup;
     let t1 = t0 + s.duration;
     let stop = t1 + GRACE;
     let received = Counter::default();
-    let accepted = Counter::default();
-    let queue_full = Counter::default();
-    let failed = Counter::default();
+    let received_bytes = Counter::default();
+    let [accepted, queue_full, failed] = <[Counter; 3]>::default();
     let mut tasks = JoinSet::new();
     for (ws, callback) in pairs {
-        tasks.spawn(count_messages(ws, stop, Arc::clone(&received)));
+        tasks.spawn(count_messages(
+            ws,
+            stop,
+            [Arc::clone(&received), Arc::clone(&received_bytes)],
+        ));
         tasks.spawn(post_messages(
             Poster::new(bridge.addr()),
             callback,
             s.payload(),
             t1,
-            StatusCode::ACCEPTED,
             [
                 Arc::clone(&accepted),
                 Arc::clone(&queue_full),
@@ -465,24 +661,17 @@ pub(crate) async fn downstream(
             ],
         ));
     }
-    sleep_until(t0).await;
-    window_hook(s, &bridge, "downstream", "start").await;
-    let a = Snapshot::take(Some(&bridge), &received, s.clock_ticks)?;
-    sleep_until(t1).await;
-    window_hook(s, &bridge, "downstream", "end").await;
-    let b = Snapshot::take(Some(&bridge), &received, s.clock_ticks)?;
+    let window = measure(ctx, &mut bridge, "downstream", &received, t0, t1).await;
     join_bounded(&mut tasks, stop + GRACE).await;
-    let window = Window::between(&a, &b);
-    window.warn_if_noisy("downstream");
     let stopped = stop_bridge(bridge).await;
+    let window = window?;
     Ok(ScenarioResult {
         name: "downstream".to_owned(),
         metrics: vec![
             Metric::info("messages/s (at clients)", window.rate(), "msg/s"),
-            Metric::at_most(
+            window.cost(
                 "bridge CPU per message",
-                window.bridge_us_per_event(),
-                "us",
+                "bridge instructions per message",
                 targets::DOWNSTREAM_CPU_US,
             ),
             Metric::info(
@@ -493,7 +682,7 @@ pub(crate) async fn downstream(
         ],
         details: json!({
             "window": window.details(),
-            "callbacks_accepted_202": read(&accepted),
+            "callbacks_accepted_2xx": read(&accepted),
             "callbacks_queue_full_503": read(&queue_full),
             "callbacks_failed": read(&failed),
             "messages_received_total": read(&received),
@@ -502,39 +691,43 @@ pub(crate) async fn downstream(
     })
 }
 
-/// Sends `hello` and returns the connection with the path of its callback URL.
+/// Sends `hello` and returns the connection with the path of its callback URL, which the
+/// backend sends back as the connection's first message.
 async fn hello(mut ws: Ws) -> Result<(Ws, Uri), BoxError> {
     ws.send(Message::text("hello")).await?;
     while let Some(message) = ws.next().await {
-        if let Message::Text(text) = message? {
-            let path = text
-                .as_str()
-                .strip_prefix("http://")
-                .and_then(|rest| rest.find('/').map(|slash| &rest[slash..]))
-                .ok_or_else(|| format!("not a callback URL: {text}"))?;
-            return Ok((ws, path.parse()?));
-        }
+        let text = match message? {
+            Message::Text(text) => text.as_str().to_owned(),
+            Message::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            _ => continue,
+        };
+        let path = text
+            .strip_prefix("http://")
+            .and_then(|rest| rest.find('/').map(|slash| &rest[slash..]))
+            .ok_or_else(|| format!("not a callback URL: {text}"))?;
+        return Ok((ws, path.parse()?));
     }
     Err("the connection closed before the hello reply".into())
 }
 
-/// Counts binary messages received until `stop`.
-async fn count_messages(mut ws: Ws, stop: Instant, received: Counter) {
+/// Counts binary messages (`counters[0]`) and their bytes (`counters[1]`) until `stop`.
+async fn count_messages(mut ws: Ws, stop: Instant, counters: [Counter; 2]) {
+    let [messages, bytes] = counters;
     while let Ok(Some(Ok(message))) = timeout_at(stop, ws.next()).await {
-        if message.is_binary() {
-            received.fetch_add(1, Ordering::Relaxed);
+        if let Message::Binary(data) = message {
+            messages.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
     }
 }
 
-/// POSTs `payload` to `path` back to back until `end`. `counters` are `expected`, 503 and
+/// POSTs `payload` to `path` back to back until `end`. `counters` are 2xx answers, 503 and
 /// any other outcome; a 503 (queue full) backs off 1 ms, a failure 10 ms.
 async fn post_messages(
     mut poster: Poster,
     path: Uri,
     payload: Bytes,
     end: Instant,
-    expected: StatusCode,
     counters: [Counter; 3],
 ) {
     let [accepted, queue_full, failed] = counters;
@@ -545,7 +738,7 @@ async fn post_messages(
         )
         .await;
         match outcome {
-            Ok(Ok(status)) if status == expected => {
+            Ok(Ok(status)) if status.is_success() => {
                 accepted.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Ok(StatusCode::SERVICE_UNAVAILABLE)) => {
@@ -561,200 +754,13 @@ async fn post_messages(
     }
 }
 
-/// `idle`: opens many connections, then measures the bridge's resident memory per
-/// connection and the handshake rate.
-pub(crate) async fn idle(s: &Settings, backend: &Backend) -> Result<ScenarioResult, BoxError> {
-    let bridge = Bridge::start(&s.bridge_binary, &backend.allowlist(), s.clock_ticks).await?;
-    let url = connect_url(bridge.addr(), &backend.url("/sink"));
-    let n = s.idle_connections;
-    sleep(Duration::from_millis(300)).await;
-    let rss_before = bridge.rss_kib()?;
-    let cpu_before = bridge.cpu_seconds()?;
-    let overflows_before = listen_overflows();
-    window_hook(s, &bridge, "idle", "start").await;
-
-    let started = Instant::now();
-    let (holder, opened, failed, last_error, shards) = if n <= SHARD_THRESHOLD {
-        let (open, failed, last_error) = open_many(
-            &url,
-            n,
-            s.handshake_concurrency,
-            true,
-            started + IDLE_OPEN_BOUND,
-        )
-        .await;
-        let opened = open.len();
-        (Holder::InProcess(open), opened, failed, last_error, 1)
-    } else {
-        let shards = n.div_ceil(PER_SHARD);
-        let (children, opened, failed) =
-            open_in_shards(&url, n, shards, s.handshake_concurrency).await?;
-        (Holder::Shards(children), opened, failed, None, shards)
-    };
-    let open_seconds = started.elapsed().as_secs_f64();
-    window_hook(s, &bridge, "idle", "end").await;
-    let cpu_after = bridge.cpu_seconds()?;
-    let overflows = listen_overflows()
-        .zip(overflows_before)
-        .map(|(after, before)| after.saturating_sub(before));
-    // Let the bridge finish whatever each new connection started (tasks, first polls).
-    sleep(Duration::from_secs(1)).await;
-    let rss_after = bridge.rss_kib()?;
-    holder.release().await;
-    let stopped = stop_bridge(bridge).await;
-    if opened == 0 {
-        return Err(format!(
-            "no idle connection could be opened: {}",
-            last_error.unwrap_or_default()
-        )
-        .into());
-    }
-    let kib_per_connection = rss_after.saturating_sub(rss_before) as f64 / opened as f64;
-    let handshakes_per_second = opened as f64 / open_seconds;
-    Ok(ScenarioResult {
-        name: "idle".to_owned(),
-        metrics: vec![
-            Metric::at_most(
-                &format!("RSS per connection at {opened}"),
-                kib_per_connection,
-                "KiB",
-                targets::IDLE_KIB,
-            ),
-            Metric::at_least(
-                "handshakes/s",
-                handshakes_per_second,
-                "/s",
-                targets::HANDSHAKES_PER_SECOND,
-            ),
-            Metric::info(
-                "bridge CPU per handshake",
-                (cpu_after - cpu_before) * 1e6 / opened as f64,
-                "us",
-            ),
-            Metric::info(
-                "listen queue overflows while opening",
-                overflows.map_or(f64::NAN, |n| n as f64),
-                "drops",
-            ),
-        ],
-        details: json!({
-            "requested": n,
-            "opened": opened,
-            "failed": failed,
-            "last_error": last_error,
-            "client_processes": shards,
-            "handshakes_in_flight": s.handshake_concurrency,
-            "open_seconds": open_seconds,
-            "rss_before_kib": rss_before,
-            "rss_after_kib": rss_after,
-            "bridge_cpu_seconds_opening": cpu_after - cpu_before,
-            "tcp_listen_overflows": overflows,
-            "bridge": stopped,
-        }),
-    })
-}
-
-/// The kernel's count of connections dropped because a listener's accept queue was full
-/// (`TcpExt: ListenOverflows` in `/proc/net/netstat`, for the whole network namespace). A
-/// dropped handshake is retried by the client's kernel after about a second.
-fn listen_overflows() -> Option<u64> {
-    let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
-    let mut tcp_ext = netstat.lines().filter(|line| line.starts_with("TcpExt:"));
-    let names = tcp_ext.next()?.split_whitespace();
-    let values = tcp_ext.next()?.split_whitespace();
-    names
-        .zip(values)
-        .find(|(name, _)| *name == "ListenOverflows")
-        .and_then(|(_, value)| value.parse().ok())
-}
-
-/// Who holds the idle connections.
-enum Holder {
-    InProcess(Vec<Ws>),
-    Shards(Vec<tokio::process::Child>),
-}
-
-impl Holder {
-    /// Resets every connection: dropped here, or the shards told to exit (stdin closed).
-    async fn release(self) {
-        match self {
-            Self::InProcess(open) => drop(open),
-            Self::Shards(children) => {
-                for mut child in children {
-                    drop(child.stdin.take());
-                    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-                        .await
-                        .is_err()
-                    {
-                        let _ = child.kill().await;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Starts `shards` child processes of this binary in `--client-shard` mode and waits until
-/// each has opened its share. Returns the children and the opened and failed counts.
-async fn open_in_shards(
-    url: &str,
-    n: usize,
-    shards: usize,
-    in_flight: usize,
-) -> Result<(Vec<tokio::process::Child>, usize, usize), BoxError> {
-    let exe = std::env::current_exe()?;
-    let mut children = Vec::with_capacity(shards);
-    let mut readers = Vec::with_capacity(shards);
-    for i in 0..shards {
-        let count = n / shards + usize::from(i < n % shards);
-        let mut child = Command::new(&exe)
-            .args([
-                "--client-shard",
-                url,
-                "--shard-count",
-                &count.to_string(),
-                "--handshake-concurrency",
-                &in_flight.div_ceil(shards).to_string(),
-                "--shard-hold",
-                &format!("{}s", IDLE_OPEN_BOUND.as_secs()),
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no shard stdout")?;
-        readers.push(BufReader::new(stdout).lines());
-        children.push(child);
-    }
-    let deadline = Instant::now() + IDLE_OPEN_BOUND;
-    let (mut opened, mut failed) = (0, 0);
-    for lines in &mut readers {
-        let line = timeout_at(deadline, lines.next_line())
-            .await
-            .map_err(|_| "a client shard did not report in time")??
-            .ok_or("a client shard exited without reporting")?;
-        let mut fields = line.split_whitespace().skip(1);
-        opened += fields
-            .next()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        failed += fields
-            .next()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-    }
-    Ok((children, opened, failed))
-}
-
 /// `direct`: the same POSTs straight to the backend, no bridge: the loopback HTTP ceiling
 /// of this machine with this client and server.
 pub(crate) async fn direct(s: &Settings, backend: &Backend) -> Result<ScenarioResult, BoxError> {
     let t0 = Instant::now() + s.warmup;
     let t1 = t0 + s.duration;
     let path: Uri = "/sink".parse()?;
-    let accepted = Counter::default();
-    let unavailable = Counter::default();
-    let failed = Counter::default();
+    let [accepted, unavailable, failed] = <[Counter; 3]>::default();
     let mut tasks = JoinSet::new();
     for _ in 0..s.connections {
         tasks.spawn(post_messages(
@@ -762,7 +768,6 @@ pub(crate) async fn direct(s: &Settings, backend: &Backend) -> Result<ScenarioRe
             path.clone(),
             s.payload(),
             t1,
-            StatusCode::NO_CONTENT,
             [
                 Arc::clone(&accepted),
                 Arc::clone(&unavailable),
@@ -770,10 +775,11 @@ pub(crate) async fn direct(s: &Settings, backend: &Backend) -> Result<ScenarioRe
             ],
         ));
     }
+    let counted = &backend.stats().sink_messages;
     sleep_until(t0).await;
-    let a = Snapshot::take(None, &backend.stats().requests, s.clock_ticks)?;
+    let a = Snapshot::take(None, counted, s.clock_ticks)?;
     sleep_until(t1).await;
-    let b = Snapshot::take(None, &backend.stats().requests, s.clock_ticks)?;
+    let b = Snapshot::take(None, counted, s.clock_ticks)?;
     join_bounded(&mut tasks, t1 + GRACE).await;
     let window = Window::between(&a, &b);
     window.warn_if_noisy("direct");
@@ -783,15 +789,20 @@ pub(crate) async fn direct(s: &Settings, backend: &Backend) -> Result<ScenarioRe
             Metric::info("requests/s (no bridge)", window.rate(), "req/s"),
             Metric::info(
                 "bench CPU per request (client + backend)",
-                window.bench_cpu * 1e6 / window.events.max(1) as f64,
+                window.bench_cpu * 1e6 / window.events.max(1.0),
                 "us",
             ),
         ],
         details: json!({
             "window": window.details(),
-            "answered_204": read(&accepted),
+            "answered_2xx": read(&accepted),
             "answered_503": read(&unavailable),
             "failed": read(&failed),
         }),
     })
+}
+
+/// Where callgrind dumps go unless `--callgrind-dir` says otherwise.
+pub(crate) fn default_callgrind_dir(target: &Path) -> PathBuf {
+    target.join("bench-callgrind")
 }
