@@ -19,13 +19,13 @@ pub(crate) enum BackendError {
     Timeout,
     /// The backend could not be reached (DNS, connection refused, TLS).
     #[error("backend unreachable")]
-    Unreachable(#[source] reqwest::Error),
+    Unreachable(#[source] Cause),
     /// The connection was lost before an answer arrived (reset, closed mid-exchange).
     #[error("backend connection lost")]
-    ConnectionLost(#[source] reqwest::Error),
-    /// Any other failure of the exchange.
+    ConnectionLost(#[source] Cause),
+    /// Any other failure of the exchange (a malformed answer, say).
     #[error("backend request failed")]
-    Transport(#[source] reqwest::Error),
+    Transport(#[source] Cause),
     /// The reply body is larger than `--max-message-size`.
     #[error("backend reply too large")]
     ReplyTooLarge,
@@ -34,19 +34,32 @@ pub(crate) enum BackendError {
     ReplyNotUtf8,
 }
 
+/// What lies under a transport failure, for the logs.
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 impl BackendError {
     pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
         // reqwest's message names the whole URL, query included, which may carry a secret:
-        // logs name the backend through `handshake::redacted` instead.
+        // logs name the backend through `logging::redacted` instead.
         let e = e.without_url();
         if e.is_timeout() {
             BackendError::Timeout
         } else if e.is_connect() {
-            BackendError::Unreachable(e)
+            BackendError::Unreachable(Box::new(e))
         } else if connection_lost(&e) {
-            BackendError::ConnectionLost(e)
+            BackendError::ConnectionLost(Box::new(e))
         } else {
-            BackendError::Transport(e)
+            BackendError::Transport(Box::new(e))
+        }
+    }
+
+    pub(crate) fn from_h1(e: super::h1::H1Error) -> Self {
+        use super::h1::H1Error;
+        match e {
+            H1Error::Connect(_) => BackendError::Unreachable(Box::new(e)),
+            H1Error::Lost(_) => BackendError::ConnectionLost(Box::new(e)),
+            H1Error::Malformed(_) => BackendError::Transport(Box::new(e)),
+            H1Error::TooLarge => BackendError::ReplyTooLarge,
         }
     }
 

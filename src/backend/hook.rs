@@ -91,7 +91,8 @@ impl BackendClient {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty());
-        let body = self.read_body(answer).await?;
+        let body =
+            super::read_limited(answer.response, self.settings.config.max_reply_size).await?;
         let first_message = if body.is_empty() {
             None
         } else {

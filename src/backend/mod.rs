@@ -31,10 +31,12 @@ use crate::protocol::{
     HEADER_SEQ, HEADER_SIGNATURE, Payload, TEXT_CONTENT_TYPE, header_safe_reason,
 };
 use crate::session::close::Ending;
+use h1::HostPool;
 use retry::{BACKOFF_BASE, BACKOFF_CAP, RetryPolicy, retry_after};
 use ssrf::GuardedResolver;
 
 mod error;
+mod h1;
 pub(crate) mod hook;
 mod request_id;
 pub(crate) mod retry;
@@ -59,12 +61,21 @@ struct Answer {
     _permit: OwnedSemaphorePermit,
 }
 
-/// A backend URL with its host's concurrency limit looked up once (per connection), so the
-/// hot path takes no lock and builds no key.
+/// A backend URL with its host's concurrency limit (and, for `http://`, its connection pool)
+/// looked up once per connection, so the hot path takes no lock and builds no key.
 #[derive(Debug)]
 pub(crate) struct BackendTarget {
     url: Url,
     limit: Arc<Semaphore>,
+    /// For `http://` URLs: the lean HTTP/1.1 client's pool for this host.
+    h1: Option<Arc<HostPool>>,
+}
+
+/// One backend `scheme://host:port`: its concurrency limit and, for `http://`, its pool.
+#[derive(Debug)]
+struct Host {
+    limit: Arc<Semaphore>,
+    h1: Option<Arc<HostPool>>,
 }
 
 impl BackendTarget {
@@ -79,7 +90,7 @@ impl BackendTarget {
 pub(crate) struct BackendClient {
     http: reqwest::Client,
     settings: Arc<Settings>,
-    hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    hosts: Arc<Mutex<HashMap<String, Host>>>,
     /// Retries made, for the running total in the logs (per-kind counts are in the metrics).
     retries: Arc<AtomicU64>,
 }
@@ -135,27 +146,36 @@ impl BackendClient {
 
     /// A target for requests to `url`.
     pub(crate) fn target(&self, url: Url) -> BackendTarget {
-        let limit = self.host_limit(&url);
-        BackendTarget { url, limit }
-    }
-
-    /// The semaphore limiting concurrent requests to `url`'s host:port.
-    fn host_limit(&self, url: &Url) -> Arc<Semaphore> {
         let key = format!(
             "{}://{}:{}",
             url.scheme(),
             url.host_str().unwrap_or(""),
             url.port_or_known_default().unwrap_or(0)
         );
+        let config = &self.settings.config;
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         if hosts.len() >= MAX_TRACKED_HOSTS && !hosts.contains_key(&key) {
-            hosts.retain(|_, s| Arc::strong_count(s) > 1);
+            hosts.retain(|_, h| Arc::strong_count(&h.limit) > 1);
         }
-        Arc::clone(hosts.entry(key).or_insert_with(|| {
-            Arc::new(Semaphore::new(
-                self.settings.config.max_connections_per_host,
-            ))
-        }))
+        let host = hosts.entry(key).or_insert_with(|| Host {
+            limit: Arc::new(Semaphore::new(config.max_connections_per_host)),
+            h1: (url.scheme() == "http").then(|| {
+                Arc::new(HostPool::new(
+                    url[url::Position::BeforeHost..url::Position::AfterPort].to_owned(),
+                    url.host_str()
+                        .unwrap_or("")
+                        .trim_matches(['[', ']'])
+                        .to_owned(),
+                    url.port_or_known_default().unwrap_or(80),
+                    config.deny_private_networks,
+                ))
+            }),
+        });
+        BackendTarget {
+            limit: Arc::clone(&host.limit),
+            h1: host.h1.clone(),
+            url,
+        }
     }
 
     /// One attempt: waits for a slot of the host's limit, sends, waits for the answer's head;
@@ -186,7 +206,20 @@ impl BackendClient {
                 .await
                 .map_err(|_| BackendError::Timeout)?;
             let mut request = request.build().map_err(BackendError::from_reqwest)?;
-            self.sign(&mut request);
+            let signature = {
+                let headers = request.headers();
+                // Every body here is `Bytes` (never a stream), so `as_bytes` sees all of it.
+                let body = request
+                    .body()
+                    .and_then(reqwest::Body::as_bytes)
+                    .unwrap_or_default();
+                self.signature_by(target, body, |name| {
+                    headers.get(name).map_or(&[][..], HeaderValue::as_bytes)
+                })
+            };
+            if let Some(signature) = signature {
+                request.headers_mut().insert(HEADER_SIGNATURE, signature);
+            }
             let response = self
                 .http
                 .execute(request)
@@ -202,25 +235,29 @@ impl BackendClient {
             .unwrap_or(Err(BackendError::Timeout))
     }
 
-    /// Sends a request, retrying transient failures within the retry policy. Returns the first
-    /// 2xx answer, or the last failure.
+    /// Sends a frame or disconnect POST, retrying transient failures within the retry policy.
+    /// Returns the first 2xx answer, or the last failure.
     async fn send_with_retries(
         &self,
         target: &BackendTarget,
-        what: RequestKind,
-        build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Answer, BackendError> {
+        post: &Post<'_>,
+    ) -> Result<Reply, BackendError> {
         let policy = self.settings.retry;
+        let what = post.kind;
         let started = Instant::now();
         let mut retry = 0u32;
         loop {
-            let (error, wait) = match self.attempt(target, what, build()).await {
-                Ok(answer) if answer.response.status().is_success() => return Ok(answer),
-                Ok(answer) => {
-                    let status = answer.response.status();
-                    let hint = retry_after(answer.response.headers().get(RETRY_AFTER));
-                    (BackendError::Status(status), hint)
-                }
+            let attempt_started = Instant::now();
+            let outcome = self.exchange(target, post).await;
+            self.settings
+                .metrics
+                .backend_attempt(what, attempt_started.elapsed().as_secs_f64());
+            let (error, wait) = match outcome {
+                Ok(reply) if reply.status.is_success() => return Ok(reply),
+                Ok(reply) => (
+                    BackendError::Status(reply.status),
+                    retry_after(reply.retry_after.as_ref()),
+                ),
                 Err(e) => (e, None),
             };
             retry += 1;
@@ -244,6 +281,83 @@ impl BackendClient {
         }
     }
 
+    /// One attempt of a POST: waits for a slot of the host's limit, sends, reads the whole
+    /// answer; all within `--backend-timeout`. `http://` targets go through the lean HTTP/1.1
+    /// client, `https://` ones through reqwest. The signature is computed at each attempt, so
+    /// a retry carries a fresh timestamp.
+    async fn exchange(
+        &self,
+        target: &BackendTarget,
+        post: &Post<'_>,
+    ) -> Result<Reply, BackendError> {
+        let config = &self.settings.config;
+        let exchange = async {
+            let _permit = target
+                .limit
+                .acquire()
+                .await
+                .map_err(|_| BackendError::Timeout)?;
+            let headers = post.headers();
+            let signature = self.signature(target, &headers, post.body);
+            match &target.h1 {
+                Some(pool) => {
+                    let mut head = BytesMut::with_capacity(512);
+                    let mut all: Vec<(&str, &[u8])> =
+                        headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+                    if let Some(signature) = &signature {
+                        all.push((HEADER_SIGNATURE, signature.as_bytes()));
+                    }
+                    h1::request_head(
+                        &mut head,
+                        target.path_and_query(),
+                        pool.authority(),
+                        &all,
+                        post.body.len(),
+                    );
+                    let answer = pool
+                        .exchange(&head, post.body, config.max_reply_size)
+                        .await
+                        .map_err(BackendError::from_h1)?;
+                    Ok(Reply {
+                        status: answer.status,
+                        content_type: answer.content_type,
+                        retry_after: answer.retry_after,
+                        explicit_reply: answer.explicit_reply,
+                        body: answer.body,
+                    })
+                }
+                None => {
+                    let mut request = self.http.post(target.url.clone()).body(post.body.clone());
+                    for (name, value) in headers {
+                        request = request.header(name, value);
+                    }
+                    if let Some(signature) = signature {
+                        request = request.header(HEADER_SIGNATURE, signature);
+                    }
+                    let response = request.send().await.map_err(BackendError::from_reqwest)?;
+                    let status = response.status();
+                    let headers = response.headers();
+                    let content_type = headers.get(CONTENT_TYPE).cloned();
+                    let retry_after = headers.get(RETRY_AFTER).cloned();
+                    let explicit_reply = headers
+                        .get(HEADER_REPLY)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+                    let body = read_limited(response, config.max_reply_size).await?;
+                    Ok(Reply {
+                        status,
+                        content_type,
+                        retry_after,
+                        explicit_reply,
+                        body,
+                    })
+                }
+            }
+        };
+        tokio::time::timeout(config.timeout, exchange)
+            .await
+            .unwrap_or(Err(BackendError::Timeout))
+    }
+
     /// POSTs one client message. A 2xx answer with a non-empty body is a reply to deliver to
     /// the client. Transient failures are retried with the same `x-ws-proxy-seq` and
     /// `x-ws-proxy-request-id`.
@@ -259,28 +373,20 @@ impl BackendClient {
             Payload::Text(_) => TEXT_CONTENT_TYPE,
             Payload::Binary(_) => BINARY_CONTENT_TYPE,
         };
-        let request_id = ids.frame(seq);
-        let answer = self
-            .send_with_retries(target, RequestKind::Frame, || {
-                self.http
-                    .post(target.url.clone())
-                    .header(CONTENT_TYPE, content_type)
-                    .header(HEADER_SEND, callback.clone())
-                    .header(HEADER_SEQ, seq)
-                    .header(HEADER_REQUEST_ID, request_id.clone())
-                    .body(payload.bytes().clone())
-            })
-            .await?;
-        let headers = answer.response.headers();
-        let content_type = headers.get(CONTENT_TYPE).cloned();
-        let explicit = headers
-            .get(HEADER_REPLY)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-        let body = self.read_body(answer).await?;
-        if body.is_empty() && !explicit {
+        let post = Post {
+            kind: RequestKind::Frame,
+            content_type,
+            send: callback,
+            request_id: ids.frame(seq),
+            seq: Some(HeaderValue::from(seq)),
+            close: None,
+            body: payload.bytes(),
+        };
+        let reply = self.send_with_retries(target, &post).await?;
+        if reply.body.is_empty() && !reply.explicit_reply {
             return Ok(None);
         }
-        Payload::from_http(content_type.as_ref(), body)
+        Payload::from_http(reply.content_type.as_ref(), reply.body)
             .map(Some)
             .map_err(|_| BackendError::ReplyNotUtf8)
     }
@@ -294,87 +400,157 @@ impl BackendClient {
         ids: &RequestIds,
         ending: &Ending,
     ) -> Result<(), BackendError> {
-        let reason = header_safe_reason(&ending.reason);
-        let request_id = ids.disconnect();
-        let answer = self
-            .send_with_retries(target, RequestKind::Disconnect, || {
-                let mut request = self
-                    .http
-                    .post(target.url.clone())
-                    .header(HEADER_SEND, callback.clone())
-                    .header(HEADER_REQUEST_ID, request_id.clone())
-                    .header(HEADER_CLOSE_INITIATOR, ending.initiator.as_str())
-                    .header(HEADER_CLOSE_CAUSE, ending.cause.as_str())
-                    .header(CONTENT_TYPE, TEXT_CONTENT_TYPE)
-                    .body(Bytes::new());
-                if let Some(code) = ending.code_number() {
-                    request = request
-                        .header(HEADER_CLOSE_CODE, code)
-                        .header(HEADER_CLOSE_REASON, reason.as_str());
-                }
-                request
-            })
-            .await?;
-        // Drain (bounded) so the pooled connection can be reused.
-        let _ = self.read_body(answer).await;
+        let code = ending.code_number();
+        let reason = code.map(|_| header_safe_reason(&ending.reason));
+        let close = CloseHeaders {
+            initiator: ending.initiator.as_str(),
+            cause: ending.cause.as_str(),
+            code: code.map(HeaderValue::from),
+            reason: reason
+                .as_deref()
+                .and_then(|r| HeaderValue::from_str(r).ok()),
+        };
+        let post = Post {
+            kind: RequestKind::Disconnect,
+            content_type: TEXT_CONTENT_TYPE,
+            send: callback,
+            request_id: ids.disconnect(),
+            seq: None,
+            close: Some(close),
+            body: &Bytes::new(),
+        };
+        self.send_with_retries(target, &post).await?;
         Ok(())
     }
 
-    /// Adds `x-ws-proxy-signature` when signing is configured. Called for every attempt, so a
-    /// retry carries a fresh timestamp. Reads what it signs from the request as built, so what
-    /// is signed is what is sent.
-    fn sign(&self, request: &mut reqwest::Request) {
-        let Some(signer) = &self.settings.config.signer else {
-            return;
-        };
-        let value = {
-            let headers = request.headers();
-            let header = |name: &str| headers.get(name).map_or(&[][..], HeaderValue::as_bytes);
-            signer.header(&SignedRequest {
-                method: request.method().as_str(),
-                // The fragment, if any, is never sent.
-                url: &request.url()[..url::Position::AfterQuery],
-                request_id: header(HEADER_REQUEST_ID),
-                seq: header(HEADER_SEQ),
-                content_type: header(CONTENT_TYPE.as_str()),
-                send: header(HEADER_SEND),
-                request_uri: header(HEADER_REQUEST_URI),
-                close_code: header(HEADER_CLOSE_CODE),
-                close_reason: header(HEADER_CLOSE_REASON),
-                close_initiator: header(HEADER_CLOSE_INITIATOR),
-                close_cause: header(HEADER_CLOSE_CAUSE),
-                // Every body here is `Bytes` (never a stream), so `as_bytes` sees all of it.
-                body: request
-                    .body()
-                    .and_then(reqwest::Body::as_bytes)
-                    .unwrap_or_default(),
-            })
-        };
-        request.headers_mut().insert(HEADER_SIGNATURE, value);
+    /// `x-ws-proxy-signature` for a request with these headers and body to `target`, when
+    /// signing is configured. Computed from the headers that are sent, so what is signed is
+    /// what is sent.
+    fn signature(
+        &self,
+        target: &BackendTarget,
+        headers: &[(&'static str, HeaderValue)],
+        body: &[u8],
+    ) -> Option<HeaderValue> {
+        self.signature_by(target, body, |name| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(&[][..], |(_, v)| v.as_bytes())
+        })
     }
 
-    /// Reads a reply body, refusing more than `max_reply_size` bytes.
-    async fn read_body(&self, answer: Answer) -> Result<Bytes, BackendError> {
-        let Answer {
-            mut response,
-            _permit,
-        } = answer;
-        let limit = self.settings.config.max_reply_size;
-        let declared = response.content_length();
-        if declared.is_some_and(|n| n > limit as u64) {
+    /// The signature of a request whose headers `header` looks up.
+    fn signature_by<'h>(
+        &self,
+        target: &BackendTarget,
+        body: &[u8],
+        header: impl Fn(&str) -> &'h [u8],
+    ) -> Option<HeaderValue> {
+        let signer = self.settings.config.signer.as_ref()?;
+        Some(signer.header(&SignedRequest {
+            method: "POST",
+            // The fragment, if any, is never sent.
+            url: &target.url[..url::Position::AfterQuery],
+            request_id: header(HEADER_REQUEST_ID),
+            seq: header(HEADER_SEQ),
+            content_type: header(CONTENT_TYPE.as_str()),
+            send: header(HEADER_SEND),
+            request_uri: header(HEADER_REQUEST_URI),
+            close_code: header(HEADER_CLOSE_CODE),
+            close_reason: header(HEADER_CLOSE_REASON),
+            close_initiator: header(HEADER_CLOSE_INITIATOR),
+            close_cause: header(HEADER_CLOSE_CAUSE),
+            body,
+        }))
+    }
+}
+
+impl BackendTarget {
+    /// The path and query the request line names.
+    fn path_and_query(&self) -> &str {
+        &self.url[url::Position::BeforePath..url::Position::AfterQuery]
+    }
+}
+
+/// A frame or disconnect POST, as the retry loop sends it (once per attempt).
+struct Post<'a> {
+    kind: RequestKind,
+    content_type: &'static str,
+    send: &'a HeaderValue,
+    request_id: HeaderValue,
+    seq: Option<HeaderValue>,
+    close: Option<CloseHeaders>,
+    body: &'a Bytes,
+}
+
+/// The close headers of a disconnect POST.
+struct CloseHeaders {
+    initiator: &'static str,
+    cause: &'static str,
+    code: Option<HeaderValue>,
+    reason: Option<HeaderValue>,
+}
+
+impl Post<'_> {
+    /// The headers this POST carries besides `host`, `user-agent` and `content-length`.
+    fn headers(&self) -> Vec<(&'static str, HeaderValue)> {
+        let mut headers = Vec::with_capacity(8);
+        headers.push((
+            CONTENT_TYPE.as_str(),
+            HeaderValue::from_static(self.content_type),
+        ));
+        headers.push((HEADER_SEND, self.send.clone()));
+        if let Some(seq) = &self.seq {
+            headers.push((HEADER_SEQ, seq.clone()));
+        }
+        headers.push((HEADER_REQUEST_ID, self.request_id.clone()));
+        if let Some(close) = &self.close {
+            headers.push((
+                HEADER_CLOSE_INITIATOR,
+                HeaderValue::from_static(close.initiator),
+            ));
+            headers.push((HEADER_CLOSE_CAUSE, HeaderValue::from_static(close.cause)));
+            if let Some(code) = &close.code {
+                headers.push((HEADER_CLOSE_CODE, code.clone()));
+            }
+            if let Some(reason) = &close.reason {
+                headers.push((HEADER_CLOSE_REASON, reason.clone()));
+            }
+        }
+        headers
+    }
+}
+
+/// A frame or disconnect POST's answer, body read whole.
+struct Reply {
+    status: reqwest::StatusCode,
+    content_type: Option<HeaderValue>,
+    retry_after: Option<HeaderValue>,
+    /// `x-ws-proxy-reply: true`: the body is a reply even when empty.
+    explicit_reply: bool,
+    body: Bytes,
+}
+
+/// Reads a reqwest answer's body, refusing more than `limit` bytes; a body that arrives in one
+/// chunk is not copied.
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, BackendError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BackendError::ReplyTooLarge);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(BackendError::from_reqwest)? {
+        if body.len() + chunk.len() > limit {
             return Err(BackendError::ReplyTooLarge);
         }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(BackendError::from_reqwest)? {
-            if body.len() + chunk.len() > limit {
-                return Err(BackendError::ReplyTooLarge);
-            }
-            if body.is_empty() && Some(chunk.len() as u64) == declared {
-                // The whole body in one chunk: hand it on without copying.
-                return Ok(chunk);
-            }
-            body.extend_from_slice(&chunk);
+        if body.is_empty() && Some(chunk.len() as u64) == declared {
+            return Ok(chunk);
         }
-        Ok(body.freeze())
+        body.extend_from_slice(&chunk);
     }
+    Ok(body.freeze())
 }
