@@ -220,11 +220,7 @@ async fn callback_body_memory_is_bounded_by_the_bytes_that_arrived() {
         .await;
         let mut client = bridge.client(&backend, "/frame", None).await;
         let callback = callback_of(&backend, &mut client).await;
-        let path = callback
-            .split_once(&bridge.addr.to_string())
-            .unwrap()
-            .1
-            .to_owned();
+        let path = path_of(&callback);
 
         // A caller that announces 100 bytes and sends 60 holds 60 of the 64 bytes.
         let mut slow = tcp_connect(bridge.addr).await;

@@ -20,17 +20,24 @@ fn binary() -> Command {
     command
 }
 
-async fn run_binary(args: &[&str]) -> (Option<i32>, String) {
-    let output = binary()
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .unwrap();
+/// Runs the binary to completion with `args` and `env` (and no `RUST_LOG` of the test's);
+/// returns its exit code, stdout and stderr.
+async fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut command = binary();
+    command.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().await.unwrap();
     (
         output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+async fn check_config(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    run(&[args, &["--check-config"]].concat(), env).await
 }
 
 #[tokio::test]
@@ -74,7 +81,7 @@ async fn bad_configurations() {
         (vec!["--no-such-flag"], "--no-such-flag"),
     ];
     for (args, flag) in cases {
-        let (code, stderr) = run_binary(&args).await;
+        let (code, _, stderr) = run(&args, &[]).await;
         assert_eq!(code, Some(64), "{args:?}: {stderr}");
         assert_eq!(
             stderr.trim().lines().count(),
@@ -88,13 +95,8 @@ async fn bad_configurations() {
 #[tokio::test]
 async fn flags_can_come_from_the_environment() {
     bounded(async {
-        let output = binary()
-            .env("WS_BRIDGE_MAX_MESSAGE_SIZE", "lots")
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(output.status.code(), Some(64));
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (code, _, stderr) = run(&[], &[("WS_BRIDGE_MAX_MESSAGE_SIZE", "lots")]).await;
+        assert_eq!(code, Some(64));
         assert!(stderr.contains("--max-message-size"), "{stderr}");
     })
     .await;
@@ -147,20 +149,6 @@ async fn the_binary_serves_and_exits_0_on_sigterm() {
         assert_eq!(status.code(), Some(0));
     })
     .await;
-}
-
-async fn check_config(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut command = binary();
-    command.args(args).arg("--check-config");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let output = command.output().await.unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 fn value<'a>(out: &'a str, key: &str) -> &'a str {

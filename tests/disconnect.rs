@@ -35,16 +35,7 @@ async fn client_close_sends_one_disconnect_with_the_clients_code() {
             .await
             .unwrap();
         // The bridge answers the closing handshake.
-        let reply = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures_util::StreamExt::next(&mut client),
-        )
-        .await
-        .unwrap();
-        assert!(
-            matches!(reply, Some(Ok(Message::Close(_))) | None),
-            "{reply:?}"
-        );
+        expect_close_reply(&mut client).await;
 
         backend.wait_for("/disconnect", 1).await;
         bridge.shutdown().await;
@@ -230,16 +221,7 @@ async fn no_disconnect_url_means_no_disconnect_post() {
         send_text(&mut client, "x").await;
         backend.wait_for("/frame", 1).await;
         client.close(None).await.unwrap();
-        let reply = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures_util::StreamExt::next(&mut client),
-        )
-        .await
-        .unwrap();
-        assert!(
-            matches!(reply, Some(Ok(Message::Close(_))) | None),
-            "{reply:?}"
-        );
+        expect_close_reply(&mut client).await;
         bridge.shutdown().await;
         assert_eq!(backend.requests("/frame").len(), 1);
         assert!(backend.requests("/disconnect").is_empty());

@@ -224,11 +224,7 @@ async fn slow_bodies_to_one_callback_url_do_not_starve_other_connections() {
         .await;
         let mut victim = bridge.client(&backend, "/frame", None).await;
         let victim_url = callback_of(&backend, &mut victim).await;
-        let path = victim_url
-            .split_once(&bridge.addr.to_string())
-            .unwrap()
-            .1
-            .to_owned();
+        let path = path_of(&victim_url);
         let mut other = bridge.client(&backend, "/frame", None).await;
         send_text(&mut other, "me too").await;
         let frames = backend.wait_for("/frame", 2).await;

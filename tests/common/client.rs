@@ -37,6 +37,15 @@ pub fn connect_url(addr: impl Display, frame: &str, disconnect: Option<&str>) ->
     url
 }
 
+/// The path (and query) of `url`, for a request line written by hand.
+pub fn path_of(url: &str) -> String {
+    let url = url::Url::parse(url).expect("an absolute URL");
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
 /// `url` with a connect hook: `&c={hook}`.
 pub fn with_hook(url: &str, hook: &str) -> String {
     format!("{url}&c={}", encode(hook))
@@ -139,6 +148,20 @@ pub async fn expect_close<S: AsyncRead + AsyncWrite + Unpin>(
             None => panic!("stream ended without a close frame"),
         }
     }
+}
+
+/// After `client` sent a Close: waits (5 s at most) for the bridge to answer the closing
+/// handshake, with its Close or by closing the connection.
+pub async fn expect_close_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+) {
+    let reply = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .expect("the bridge answers a Close within 5 s");
+    assert!(
+        matches!(reply, Some(Ok(Message::Close(_))) | None),
+        "{reply:?}"
+    );
 }
 
 /// Sends a text message.

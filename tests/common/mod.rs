@@ -37,8 +37,8 @@ pub use backend::{Backend, Recorded, Reply};
 pub use bridge::{Bridge, sample, scrape, wait_for_sample};
 #[allow(unused_imports)]
 pub use client::{
-    Client, callback_of, connect, connect_url, connect_with, expect_close, http_client,
-    next_message, refused, send_text, tcp_connect, try_connect, with_hook,
+    Client, callback_of, connect, connect_url, connect_with, expect_close, expect_close_reply,
+    http_client, next_message, path_of, refused, send_text, tcp_connect, try_connect, with_hook,
 };
 
 use std::future::Future;
