@@ -224,6 +224,7 @@ async fn a_client_over_the_message_rate_is_closed_with_1008_when_the_action_is_c
         assert!(close.reason.contains("rate"), "{}", close.reason);
         let d = backend.wait_for("/disconnect", 1).await;
         assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("rate-limited"));
+        // Final: the disconnect POST comes after every frame POST of the connection.
         let frames = backend.requests("/frame");
         assert!(
             frames.len() >= 20 && frames.len() < 200,

@@ -447,19 +447,15 @@ async fn deny_private_networks_refuses_an_allowlisted_name_resolving_to_loopback
             assert!(body.contains("--deny-private-networks"), "{body}");
         }
         // The disconnect URL is checked too.
-        let url = format!(
-            "ws://{}/connect?f={}&d={}",
-            bridge.addr,
-            encode("http://localhost:1/"),
-            encode("http://localhost:1/")
-        );
+        let url = bridge.connect_url("http://localhost:1/", Some("http://localhost:1/"));
         assert_eq!(refused(&url).await.0, 403);
+        bridge.shutdown().await;
         assert!(backend.requests("/frame").is_empty());
 
         // The same allowlist without the flag: accepted.
-        let bridge = Bridge::start(&["--allowlist", &allow]).await;
+        let open = Bridge::start(&["--allowlist", &allow]).await;
         let mut client =
-            connect(&bridge.connect_url(&format!("http://localhost:{port}/frame"), None)).await;
+            connect(&open.connect_url(&format!("http://localhost:{port}/frame"), None)).await;
         send_text(&mut client, "loopback ok without the flag").await;
         backend.wait_for("/frame", 1).await;
     })
