@@ -166,11 +166,7 @@ impl BackendBuilder {
 
     /// Starts serving on 127.0.0.1:0.
     pub async fn start(self) -> Backend {
-        self.serve(bind_ephemeral().await)
-    }
-
-    /// Starts serving on `listener`.
-    pub fn serve(self, listener: TcpListener) -> Backend {
+        let listener = bind_ephemeral().await;
         let backend = Backend {
             addr: listener.local_addr().expect("backend address"),
             shared: Arc::new(Shared {
