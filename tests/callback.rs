@@ -167,7 +167,7 @@ async fn a_full_send_queue_answers_503_with_retry_after() {
 async fn a_base_url_with_a_path_and_trailing_slash_builds_clean_callback_urls() {
     bounded(async {
         let backend = Backend::start().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = bind_ephemeral().await;
         let base = format!("http://{}/push/", listener.local_addr().unwrap());
         let config = websocket_bridge::Config::from_args([
             "--allowlist",
@@ -206,7 +206,9 @@ async fn a_base_url_with_a_path_and_trailing_slash_builds_clean_callback_urls() 
     .await;
 }
 
-#[tokio::test]
+/// Under paused time, each 200 ms sleep ends only once the bridge has nothing left to do: it
+/// has read every byte the slow caller sent.
+#[tokio::test(start_paused = true)]
 async fn callback_body_memory_is_bounded_by_the_bytes_that_arrived() {
     use tokio::io::AsyncWriteExt;
     bounded(async {
@@ -218,14 +220,10 @@ async fn callback_body_memory_is_bounded_by_the_bytes_that_arrived() {
         .await;
         let mut client = bridge.client(&backend, "/frame", None).await;
         let callback = callback_of(&backend, &mut client).await;
-        let path = callback
-            .split_once(&bridge.addr.to_string())
-            .unwrap()
-            .1
-            .to_owned();
+        let path = path_of(&callback);
 
         // A caller that announces 100 bytes and sends 60 holds 60 of the 64 bytes.
-        let mut slow = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+        let mut slow = tcp_connect(bridge.addr).await;
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{}",
             "x".repeat(60)

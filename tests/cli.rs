@@ -3,25 +3,50 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::time::Duration;
 
-fn run_binary(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+use common::real::listening_address;
+use common::{bounded, http_client, scratch_dir};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// The real binary; killed if the test ends (or times out) before it exits.
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"));
+    command.kill_on_drop(true);
+    command
+}
+
+/// Runs the binary to completion with `args` and `env` (and no `RUST_LOG` of the test's);
+/// returns its exit code, stdout and stderr.
+async fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut command = binary();
+    command.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().await.unwrap();
     (
         output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
 
-#[test]
-fn bad_configurations_exit_64_with_one_line_naming_the_flag() {
-    let dir = tempdir();
+async fn check_config(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    run(&[args, &["--check-config"]].concat(), env).await
+}
+
+#[tokio::test]
+async fn bad_configurations_exit_64_with_one_line_naming_the_flag() {
+    bounded(bad_configurations()).await;
+}
+
+async fn bad_configurations() {
+    let dir = scratch_dir("cli");
     let cert = dir.join("chain.pem");
     std::fs::write(
         &cert,
@@ -56,7 +81,7 @@ fn bad_configurations_exit_64_with_one_line_naming_the_flag() {
         (vec!["--no-such-flag"], "--no-such-flag"),
     ];
     for (args, flag) in cases {
-        let (code, stderr) = run_binary(&args);
+        let (code, _, stderr) = run(&args, &[]).await;
         assert_eq!(code, Some(64), "{args:?}: {stderr}");
         assert_eq!(
             stderr.trim().lines().count(),
@@ -67,76 +92,63 @@ fn bad_configurations_exit_64_with_one_line_naming_the_flag() {
     }
 }
 
-fn tempdir() -> std::path::PathBuf {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!("ws-bridge-cli-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[tokio::test]
+async fn flags_can_come_from_the_environment() {
+    bounded(async {
+        let (code, _, stderr) = run(&[], &[("WS_BRIDGE_MAX_MESSAGE_SIZE", "lots")]).await;
+        assert_eq!(code, Some(64));
+        assert!(stderr.contains("--max-message-size"), "{stderr}");
+    })
+    .await;
 }
 
-#[test]
-fn flags_can_come_from_the_environment() {
-    let output = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"))
-        .env("WS_BRIDGE_MAX_MESSAGE_SIZE", "lots")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--max-message-size"), "{stderr}");
-}
-
-#[test]
-fn the_binary_serves_and_exits_0_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"))
-        .env("WS_BRIDGE_ADDRESS", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let mut saw_warning = false;
-    loop {
-        let line = lines
-            .next()
-            .expect("the bridge logs before it listens")
+#[tokio::test]
+async fn the_binary_serves_and_exits_0_on_sigterm() {
+    bounded(async {
+        let mut child = binary()
+            .env("WS_BRIDGE_ADDRESS", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
-        saw_warning |= line.contains("every connection will be refused");
-        if line.contains("websocket-bridge listening") {
-            break;
-        }
-    }
-    assert!(saw_warning, "deny-all warning at startup");
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    for _ in 0..100 {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(0));
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    panic!("the bridge did not exit within 10 s of SIGTERM");
-}
-
-fn check_config(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"));
-    command.args(args).arg("--check-config");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let output = command.output().unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut saw_warning = false;
+        let addr = loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the bridge logs before it listens");
+            saw_warning |= line.contains("every connection will be refused");
+            if let Some(addr) = listening_address(&line) {
+                break addr;
+            }
+        };
+        assert!(saw_warning, "deny-all warning at startup");
+        // It serves. This also waits for the accept loop, which is where the SIGTERM handler
+        // is installed: the `listening` line comes a moment before it, and a SIGTERM in
+        // between would kill the process (status: signal, not 0).
+        let healthz = http_client()
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(healthz.status(), 200);
+        let pid = child.id().unwrap().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("the bridge exits within 10 s of SIGTERM")
+            .unwrap();
+        assert_eq!(status.code(), Some(0));
+    })
+    .await;
 }
 
 fn value<'a>(out: &'a str, key: &str) -> &'a str {
@@ -145,9 +157,13 @@ fn value<'a>(out: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key} in {out}"))
 }
 
-#[test]
-fn precedence_is_flag_then_environment_then_file_then_default() {
-    let dir = tempdir();
+#[tokio::test]
+async fn precedence_is_flag_then_environment_then_file_then_default() {
+    bounded(precedence()).await;
+}
+
+async fn precedence() {
+    let dir = scratch_dir("cli");
     let file = dir.join("bridge.toml");
     std::fs::write(
         &file,
@@ -169,7 +185,8 @@ signing-v1 = true
             ("WS_BRIDGE_BACKEND_TIMEOUT", "4s"),
             ("WS_BRIDGE_SEND_QUEUE", "6"),
         ],
-    );
+    )
+    .await;
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(
         value(&out, "send-queue"),
@@ -198,18 +215,22 @@ signing-v1 = true
     assert!(out.trim_end().ends_with("# configuration is valid"));
 
     // The environment names the file too.
-    let (code, out, _) = check_config(&[], &[("WS_BRIDGE_CONFIG", path)]);
+    let (code, out, _) = check_config(&[], &[("WS_BRIDGE_CONFIG", path)]).await;
     assert_eq!(code, Some(0));
     assert_eq!(value(&out, "max-message-size"), "2048");
 
     // A flag given on the command line replaces the file's list entirely.
-    let (_, out, _) = check_config(&["--config", path, "--allowlist", "x"], &[]);
+    let (_, out, _) = check_config(&["--config", path, "--allowlist", "x"], &[]).await;
     assert_eq!(value(&out, "allowlist"), r#"["x"]"#);
 }
 
-#[test]
-fn check_config_exits_64_on_a_bad_configuration() {
-    let dir = tempdir();
+#[tokio::test]
+async fn check_config_exits_64_on_a_bad_configuration() {
+    bounded(bad_config_files()).await;
+}
+
+async fn bad_config_files() {
+    let dir = scratch_dir("cli");
     for (content, expected) in [
         ("nope = 1\n", "unknown key `nope`"),
         ("max-message-size = \"lots\"\n", "--max-message-size"),
@@ -223,19 +244,23 @@ fn check_config_exits_64_on_a_bad_configuration() {
     ] {
         let file = dir.join("bad.toml");
         std::fs::write(&file, content).unwrap();
-        let (code, _, err) = check_config(&["--config", file.to_str().unwrap()], &[]);
+        let (code, _, err) = check_config(&["--config", file.to_str().unwrap()], &[]).await;
         assert_eq!(code, Some(64), "{content}: {err}");
         assert!(err.contains(expected), "{content}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
-    let (code, _, err) = check_config(&["--config", "/nonexistent.toml"], &[]);
+    let (code, _, err) = check_config(&["--config", "/nonexistent.toml"], &[]).await;
     assert_eq!(code, Some(64));
     assert!(err.contains("cannot read"), "{err}");
 }
 
-#[test]
-fn json_logs_are_one_object_per_line() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_websocket-bridge"))
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    bounded(json_logs()).await;
+}
+
+async fn json_logs() {
+    let mut child = binary()
         .args(["--address", "127.0.0.1:0", "--log-format", "json"])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -245,7 +270,7 @@ fn json_logs_are_one_object_per_line() {
     let mut lines = BufReader::new(stderr).lines();
     let mut seen = 0;
     loop {
-        let line = lines.next().expect("log line").unwrap();
+        let line = lines.next_line().await.unwrap().expect("log line");
         let parsed: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         seen += 1;
@@ -261,6 +286,5 @@ fn json_logs_are_one_object_per_line() {
         }
     }
     assert!(seen >= 2, "the deny-all warning comes first");
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.kill().await;
 }

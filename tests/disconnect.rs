@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use axum::http::{StatusCode, header};
 use common::*;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -34,18 +35,11 @@ async fn client_close_sends_one_disconnect_with_the_clients_code() {
             .await
             .unwrap();
         // The bridge answers the closing handshake.
-        let reply = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures_util::StreamExt::next(&mut client),
-        )
-        .await
-        .unwrap();
-        assert!(
-            matches!(reply, Some(Ok(Message::Close(_))) | None),
-            "{reply:?}"
-        );
+        expect_close_reply(&mut client).await;
 
-        let d = backend.assert_exactly("/disconnect", 1).await;
+        backend.wait_for("/disconnect", 1).await;
+        bridge.shutdown().await;
+        let d = backend.assert_exactly("/disconnect", 1);
         assert_eq!(code(&d[0]), Some(4001));
         assert_eq!(d[0].header("x-ws-proxy-close-reason"), Some("done here"));
         assert_eq!(d[0].header("x-ws-proxy-close-initiator"), Some("client"));
@@ -86,7 +80,9 @@ async fn client_vanishing_without_close_sends_one_disconnect() {
             tcp.set_linger(Some(Duration::ZERO)).unwrap();
         }
         drop(client);
-        let d = backend.assert_exactly("/disconnect", 2).await;
+        backend.wait_for("/disconnect", 2).await;
+        bridge.shutdown().await;
+        let d = backend.assert_exactly("/disconnect", 2);
         assert_eq!(code(&d[1]), Some(1006));
         assert_eq!(d[1].header("x-ws-proxy-close-initiator"), Some("client"));
     })
@@ -96,55 +92,63 @@ async fn client_vanishing_without_close_sends_one_disconnect() {
 #[tokio::test]
 async fn backend_500_closes_with_1011_and_disconnects_once() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder()
+            .on("/fail", Reply::status(500))
+            .start()
+            .await;
         let bridge = Bridge::for_backend(&backend, &[]).await;
         let mut client = bridge.client(&backend, "/fail", Some("/disconnect")).await;
         send_text(&mut client, "boom").await;
         let close = expect_close(&mut client).await;
         assert_eq!(close.code, CloseCode::Error);
         assert!(close.reason.contains("500"), "{}", close.reason);
-        let d = backend.assert_exactly("/disconnect", 1).await;
+        backend.wait_for("/disconnect", 1).await;
+        bridge.shutdown().await;
+        let d = backend.assert_exactly("/disconnect", 1);
         assert_eq!(code(&d[0]), Some(1011));
         assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("backend-error"));
         assert_eq!(d[0].header("x-ws-proxy-close-initiator"), Some("bridge"));
-        backend.assert_exactly("/fail", 1).await;
+        backend.assert_exactly("/fail", 1);
     })
     .await;
 }
 
-#[tokio::test]
+/// The retries' backoff (8 retries by default) runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn unreachable_backend_closes_with_1011_and_disconnects_once() {
     bounded(async {
         let backend = Backend::start().await;
-        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dead_port = dead.local_addr().unwrap().port();
-        drop(dead);
         let allow = r"http://127\.0\.0\.1:\d+/.*";
         let bridge = Bridge::start(&["--allowlist", allow]).await;
-        let frame = format!("http://127.0.0.1:{dead_port}/frame");
+        let frame = format!("http://127.0.0.1:{}/frame", free_port());
         let url = bridge.connect_url(&frame, Some(&backend.url("/disconnect")));
         let mut client = connect(&url).await;
         send_text(&mut client, "anyone?").await;
         let close = expect_close(&mut client).await;
         assert_eq!(close.code, CloseCode::Error);
         assert!(close.reason.contains("unreachable"), "{}", close.reason);
-        let d = backend.assert_exactly("/disconnect", 1).await;
+        backend.wait_for("/disconnect", 1).await;
+        bridge.shutdown().await;
+        let d = backend.assert_exactly("/disconnect", 1);
         assert_eq!(code(&d[0]), Some(1011));
     })
     .await;
 }
 
-#[tokio::test]
+/// The backend timeout runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn a_backend_that_never_answers_times_out_with_1011() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder().on("/hang", Reply::never()).start().await;
         let bridge = Bridge::for_backend(&backend, &["--backend-timeout", "300ms"]).await;
         let mut client = bridge.client(&backend, "/hang", Some("/disconnect")).await;
         send_text(&mut client, "hello?").await;
         let close = expect_close(&mut client).await;
         assert_eq!(close.code, CloseCode::Error);
         assert!(close.reason.contains("timed out"), "{}", close.reason);
-        let d = backend.assert_exactly("/disconnect", 1).await;
+        backend.wait_for("/disconnect", 1).await;
+        bridge.shutdown().await;
+        let d = backend.assert_exactly("/disconnect", 1);
         assert_eq!(code(&d[0]), Some(1011));
     })
     .await;
@@ -153,7 +157,18 @@ async fn a_backend_that_never_answers_times_out_with_1011() {
 #[tokio::test]
 async fn redirects_are_never_followed() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder()
+            .on(
+                "/redirect",
+                Reply::with(|_, _| {
+                    (
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [(header::LOCATION, "/frame")],
+                    )
+                }),
+            )
+            .start()
+            .await;
         let bridge = Bridge::for_backend(&backend, &[]).await;
         let mut client = bridge
             .client(&backend, "/redirect", Some("/disconnect"))
@@ -162,7 +177,9 @@ async fn redirects_are_never_followed() {
         let close = expect_close(&mut client).await;
         assert_eq!(close.code, CloseCode::Error);
         assert!(close.reason.contains("307"), "{}", close.reason);
-        backend.assert_exactly("/disconnect", 1).await;
+        backend.wait_for("/disconnect", 1).await;
+        bridge.shutdown().await;
+        backend.assert_exactly("/disconnect", 1);
         assert_eq!(
             backend.requests("/frame").len(),
             0,
@@ -183,7 +200,9 @@ async fn an_oversized_message_closes_with_1009_after_earlier_messages() {
         client.send(Message::binary(vec![1u8; 2048])).await.unwrap();
         let close = expect_close(&mut client).await;
         assert_eq!(close.code, CloseCode::Size);
-        let d = backend.assert_exactly("/disconnect", 1).await;
+        backend.wait_for("/disconnect", 1).await;
+        bridge.shutdown().await;
+        let d = backend.assert_exactly("/disconnect", 1);
         assert_eq!(code(&d[0]), Some(1009));
         assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("too-large"));
         let frames = backend.requests("/frame");
@@ -202,7 +221,8 @@ async fn no_disconnect_url_means_no_disconnect_post() {
         send_text(&mut client, "x").await;
         backend.wait_for("/frame", 1).await;
         client.close(None).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        expect_close_reply(&mut client).await;
+        bridge.shutdown().await;
         assert_eq!(backend.requests("/frame").len(), 1);
         assert!(backend.requests("/disconnect").is_empty());
     })
@@ -227,7 +247,7 @@ async fn shutdown_closes_clients_with_1001_and_disconnects_each() {
             let close = reader.await.unwrap();
             assert_eq!(close.code, CloseCode::Away);
         }
-        let d = backend.assert_exactly("/disconnect", 5).await;
+        let d = backend.assert_exactly("/disconnect", 5);
         assert!(d.iter().all(
             |r| code(r) == Some(1001) && r.header("x-ws-proxy-close-cause") == Some("shutdown")
         ));

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -44,29 +45,6 @@ fn clock_ticks_per_second() -> u64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100)
-}
-
-/// A port that was free a moment ago, for a process we spawn.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A fresh, empty directory for this test's files.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "faults-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// `tests/backends/recorder.py`: a Python backend process that logs `"{seq} {body}"` per
@@ -176,7 +154,7 @@ fn assert_consecutive(name: &str, log: &[(u64, String)]) {
 async fn backend_killed_mid_stream_then_restarted() {
     bounded(async {
         const MESSAGES: u64 = 300;
-        let dir = scratch_dir("killed");
+        let dir = scratch_dir("faults-killed");
         let (log1, log2) = (dir.join("first.log"), dir.join("second.log"));
         let mut port = 0;
         let first = Recorder::start(&log1, 5, || {
@@ -233,13 +211,19 @@ async fn backend_killed_mid_stream_then_restarted() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // Nothing more arrives (a late retry would show up as a repeat).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-
-        // The connection is not closed: no Close frame (nor anything else) is waiting.
-        match tokio::time::timeout(Duration::from_millis(300), client.next()).await {
-            Err(_) => {}
-            Ok(other) => panic!("the client got {other:?}; the connection should be open"),
+        // Nothing more arrives (a late retry would show up as a repeat): the bridge shuts down,
+        // which returns once its connection task has finished, every POST made.
+        let closing = tokio::spawn(async move {
+            let first = tokio::time::timeout(Duration::from_secs(20), client.next()).await;
+            let _ = client.flush().await;
+            first
+        });
+        bridge.shutdown().await;
+        // The connection was not closed before: the first frame the client gets (nothing else
+        // was waiting) is the shutdown's Close.
+        match closing.await.unwrap() {
+            Ok(Some(Ok(Message::Close(Some(close))))) if close.code == CloseCode::Away => {}
+            other => panic!("the client got {other:?}; the connection should have been open"),
         }
 
         let first_log = read_log(&log1);
@@ -279,10 +263,8 @@ async fn backend_killed_mid_stream_then_restarted() {
         }
         assert_eq!(second_log.last().unwrap().0, MESSAGES - 1);
 
-        client.close(None).await.unwrap();
         let second_stderr = second.kill_9().await;
         eprintln!("recorder stderr: first {first_stderr:?}, second {second_stderr:?}");
-        bridge.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
@@ -305,7 +287,7 @@ const PUSH_RSS_BOUND: u64 = 16 * MIB;
 async fn stalled_backend_and_a_client_pushing_200_mb_keeps_memory_bounded() {
     bounded(async {
         const TOTAL: usize = 200 * 1024 * 1024;
-        let backend = Backend::start().await;
+        let backend = Backend::builder().on("/hang", Reply::never()).start().await;
         let allow = backend.allowlist();
         let bridge = RealBridge::spawn(
             &[
@@ -321,7 +303,7 @@ async fn stalled_backend_and_a_client_pushing_200_mb_keeps_memory_bounded() {
             None,
         )
         .await;
-        let mut client = connect(&bridge.connect_url(&backend.url("/hang"))).await;
+        let mut client = connect(&bridge.connect_url(&backend.url("/hang"), None)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = bridge.memory();
 
@@ -349,7 +331,6 @@ async fn stalled_backend_and_a_client_pushing_200_mb_keeps_memory_bounded() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = bridge.memory();
         let hung = backend.wait_for("/hang", 1).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
 
         eprintln!(
             "pushed {pushed} bytes ({:.1} MiB, {} messages) before backpressure in {push_time:?}; bridge RSS {:.1} MiB -> {:.1} MiB (peak {:.1} MiB); bound +{} MiB",
@@ -364,11 +345,6 @@ async fn stalled_backend_and_a_client_pushing_200_mb_keeps_memory_bounded() {
             stalled,
             "the bridge absorbed all {TOTAL} bytes without TCP backpressure"
         );
-        assert_eq!(
-            backend.count("/hang"),
-            1,
-            "one frame POST in flight, the rest waits"
-        );
         assert_eq!(hung[0].seq(), Some(0));
         let grown = after.rss.max(after.peak).saturating_sub(before.rss);
         assert!(
@@ -381,8 +357,16 @@ async fn stalled_backend_and_a_client_pushing_200_mb_keeps_memory_bounded() {
             mib(pushed as u64),
             PUSH_RSS_BOUND / MIB
         );
+        // Nothing more reached the backend: the bridge process is gone and the backend has
+        // read everything it sent.
         drop(client);
         bridge.stop().await;
+        backend.wait_until_disconnected().await;
+        assert_eq!(
+            backend.count("/hang"),
+            1,
+            "one frame POST in flight, the rest waits"
+        );
     })
     .await;
 }
@@ -414,7 +398,7 @@ async fn callback_flood_at_a_client_that_never_reads() {
             None,
         )
         .await;
-        let url = bridge.connect_url(&backend.url("/frame"));
+        let url = bridge.connect_url(&backend.url("/frame"), None);
         // A sends one message and then is never read again.
         let mut a = connect(&url).await;
         send_text(&mut a, "from A").await;
@@ -573,7 +557,7 @@ const ACCEPT_WARNING: &str = "accept failed; backing off";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emfile_on_accept_is_survived_without_a_busy_loop() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder().on("/echo", Reply::echo()).start().await;
         let allow = backend.allowlist();
         let bridge = RealBridge::spawn(&["--allowlist", &allow], Some(OPEN_FILES)).await;
         let open_at_start = bridge.open_files();
@@ -617,14 +601,16 @@ async fn emfile_on_accept_is_survived_without_a_busy_loop() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let recovered_in = recovery.elapsed();
-        let mut client = connect(&bridge.connect_url(&backend.url("/echo"))).await;
+        let mut client = connect(&bridge.connect_url(&backend.url("/echo"), None)).await;
         send_text(&mut client, "still serving").await;
         assert_eq!(
             next_message(&mut client).await,
             Message::text("still serving")
         );
         client.close(None).await.unwrap();
-        let warnings = bridge.lines_containing(ACCEPT_WARNING);
+        // The whole log, once the process is gone: no warning can come later.
+        let log = bridge.stop().await;
+        let warnings = log.iter().filter(|l| l.contains(ACCEPT_WARNING)).count();
 
         eprintln!(
             "limit {OPEN_FILES} open files: {open_at_start} open at start, {open_in_emfile} when EMFILE was logged, {open_after_window} after the window; CPU {cpu:?} over {wall:?} in EMFILE ({} ticks at {ticks_per_second}/s); `{ACCEPT_WARNING}` lines: {warnings_in_emfile} in EMFILE, {warnings} in all; /healthz 200 again {recovered_in:?} after the connections closed",
@@ -638,7 +624,6 @@ async fn emfile_on_accept_is_survived_without_a_busy_loop() {
             (1..=10).contains(&warnings),
             "expected one `{ACCEPT_WARNING}` line per burst, got {warnings}"
         );
-        let log = bridge.stop().await;
         assert!(
             log.iter()
                 .filter(|l| l.contains(ACCEPT_WARNING))

@@ -6,7 +6,6 @@
 mod common;
 
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use common::real;
 use common::*;
 use futures_util::SinkExt;
@@ -14,8 +13,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Item 1: with default flags, a burst far over `--max-messages-per-second` is slowed, not
-/// closed: every message reaches the backend, in order.
-#[tokio::test]
+/// closed: every message reaches the backend, in order. The rate limit's waits (about 9 s at
+/// 1000 messages a second) run under paused time.
+#[tokio::test(start_paused = true)]
 async fn a_burst_of_10000_messages_is_slowed_and_all_of_it_arrives_in_order() {
     bounded(async {
         let backend = Backend::start().await;
@@ -46,16 +46,18 @@ async fn a_burst_of_10000_messages_is_slowed_and_all_of_it_arrives_in_order() {
 #[tokio::test]
 async fn a_huge_retry_after_fails_the_frame_cleanly() {
     bounded(async {
-        let backend = Backend::answering(|request, _| {
-            (request.path == "/frame").then(|| {
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    [(header::RETRY_AFTER, "18446744073709551615")],
-                )
-                    .into_response()
-            })
-        })
-        .await;
+        let backend = Backend::builder()
+            .on(
+                "/frame",
+                Reply::with(|_, _| {
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [(header::RETRY_AFTER, "18446744073709551615")],
+                    )
+                }),
+            )
+            .start()
+            .await;
         let allow = backend.allowlist();
         let (bridge, metrics) = Bridge::start_with_metrics(&["--allowlist", &allow]).await;
         let mut client = bridge.client(&backend, "/frame", Some("/disconnect")).await;
@@ -146,10 +148,9 @@ async fn the_connect_hook_gets_forwarding_headers_the_bridge_vouches_for() {
             ("true-client-ip", "203.0.113.9"),
         ];
         let hook_url = |bridge: &Bridge| {
-            format!(
-                "{}&c={}",
-                bridge.connect_url(&backend.url("/frame"), None),
-                encode(&backend.url("/hook"))
+            with_hook(
+                &bridge.connect_url(&backend.url("/frame"), None),
+                &backend.url("/hook"),
             )
         };
         let bridge = Bridge::for_backend(&backend, &[]).await;
@@ -193,7 +194,7 @@ async fn a_request_without_host_forwards_no_host() {
             encode(&backend.url("/frame")),
             encode(&backend.url("/hook"))
         );
-        let mut tcp = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+        let mut tcp = tcp_connect(bridge.addr).await;
         let request = format!(
             "GET /connect?{query} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -223,11 +224,7 @@ async fn slow_bodies_to_one_callback_url_do_not_starve_other_connections() {
         .await;
         let mut victim = bridge.client(&backend, "/frame", None).await;
         let victim_url = callback_of(&backend, &mut victim).await;
-        let path = victim_url
-            .split_once(&bridge.addr.to_string())
-            .unwrap()
-            .1
-            .to_owned();
+        let path = path_of(&victim_url);
         let mut other = bridge.client(&backend, "/frame", None).await;
         send_text(&mut other, "me too").await;
         let frames = backend.wait_for("/frame", 2).await;
@@ -236,7 +233,7 @@ async fn slow_bodies_to_one_callback_url_do_not_starve_other_connections() {
 
         let mut slow = Vec::new();
         for _ in 0..256 {
-            let mut tcp = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+            let mut tcp = tcp_connect(bridge.addr).await;
             let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx");
             tcp.write_all(head.as_bytes()).await.unwrap();
             slow.push(tcp);
@@ -452,7 +449,10 @@ async fn teredo_and_local_nat64_backends_are_refused() {
 #[tokio::test]
 async fn logs_stay_small_and_never_show_a_secret_query() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder()
+            .on("/fail", Reply::status(500))
+            .start()
+            .await;
         let allow = format!("{}|http://127\\.0\\.0\\.1:1/.*", backend.allowlist());
         let bridge =
             real::RealBridge::spawn(&["--allowlist", &allow, "--backend-retries", "0"], None).await;
@@ -477,11 +477,10 @@ async fn logs_stay_small_and_never_show_a_secret_query() {
             send_text(&mut client, "x").await;
             assert_eq!(expect_close(&mut client).await.code, CloseCode::Error);
         }
-        let (status, _) = refused(&ws(format!(
-            "f={}&c={}",
-            encode(&backend.url("/frame")),
-            encode("http://127.0.0.1:1/hook?token=SECRET-D")
-        )))
+        let (status, _) = refused(&with_hook(
+            &ws(format!("f={}", encode(&backend.url("/frame")))),
+            "http://127.0.0.1:1/hook?token=SECRET-D",
+        ))
         .await;
         assert_eq!(status, 502);
         bridge

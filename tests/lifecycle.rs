@@ -8,30 +8,43 @@ mod common;
 
 use std::time::Duration;
 
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use common::*;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-fn with_hook(bridge: &Bridge, backend: &Backend, hook: &str) -> String {
-    format!(
-        "{}&c={}",
-        bridge.connect_url(&backend.url("/frame"), Some(&backend.url("/disconnect"))),
-        encode(&backend.url(hook))
-    )
+/// The connect URL for frames to `/frame`, disconnects to `/disconnect` and the hook `hook`,
+/// all on `backend`.
+fn hooked(bridge: &Bridge, backend: &Backend, hook: &str) -> String {
+    let url = bridge.connect_url(&backend.url("/frame"), Some(&backend.url("/disconnect")));
+    with_hook(&url, &backend.url(hook))
 }
 
 #[tokio::test]
 async fn a_hook_that_refuses_with_401_shows_its_body_to_the_client() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder()
+            .on(
+                "/connect",
+                Reply::with(|_, _| {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::CONTENT_TYPE, "text/plain")],
+                        "bad token: log in first",
+                    )
+                }),
+            )
+            .start()
+            .await;
         let bridge = Bridge::for_backend(&backend, &[]).await;
-        let (status, body) = refused(&with_hook(&bridge, &backend, "/connect-reject")).await;
+        let (status, body) = refused(&hooked(&bridge, &backend, "/connect")).await;
         assert_eq!(status, 401);
         assert_eq!(body, "bad token: log in first");
-        backend.wait_for("/connect-reject", 1).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        backend.wait_for("/connect", 1).await;
+        bridge.shutdown().await;
         assert!(
             backend.requests("/disconnect").is_empty(),
             "never opened: no disconnect"
@@ -43,9 +56,24 @@ async fn a_hook_that_refuses_with_401_shows_its_body_to_the_client() {
 #[tokio::test]
 async fn the_hook_sees_the_handshake_headers_and_selects_a_subprotocol_and_first_message() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder()
+            .on(
+                "/connect",
+                Reply::with(|_, _| {
+                    (
+                        StatusCode::OK,
+                        [
+                            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                            (header::SEC_WEBSOCKET_PROTOCOL, "chat.v2"),
+                        ],
+                        "welcome",
+                    )
+                }),
+            )
+            .start()
+            .await;
         let bridge = Bridge::for_backend(&backend, &[]).await;
-        let mut request = with_hook(&bridge, &backend, "/connect-welcome")
+        let mut request = hooked(&bridge, &backend, "/connect")
             .into_client_request()
             .unwrap();
         let h = request.headers_mut();
@@ -62,11 +90,11 @@ async fn the_hook_sees_the_handshake_headers_and_selects_a_subprotocol_and_first
             "http://spoofed.example/".parse().unwrap(),
         );
         h.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
-        let (mut client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let (mut client, response) = try_connect(request).await.unwrap();
         assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v2");
         assert_eq!(next_message(&mut client).await, Message::text("welcome"));
 
-        let hook = &backend.wait_for("/connect-welcome", 1).await[0];
+        let hook = &backend.wait_for("/connect", 1).await[0];
         assert_eq!(hook.header("cookie"), Some("session=abc"));
         assert_eq!(hook.header("authorization"), Some("Bearer t0ken"));
         assert_eq!(hook.header("origin"), Some("https://app.example"));
@@ -107,44 +135,48 @@ async fn the_hook_sees_the_handshake_headers_and_selects_a_subprotocol_and_first
     .await;
 }
 
-#[tokio::test]
+/// The backend timeout runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn hook_failures_map_to_502_and_504() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder()
+            .on(
+                "/badproto",
+                Reply::with(|_, _| {
+                    (
+                        StatusCode::OK,
+                        [(header::SEC_WEBSOCKET_PROTOCOL, "not-offered")],
+                    )
+                }),
+            )
+            .on("/hang", Reply::never())
+            .start()
+            .await;
         let bridge = Bridge::for_backend(&backend, &["--backend-timeout", "300ms"]).await;
 
-        let mut request = with_hook(&bridge, &backend, "/connect-badproto")
+        let mut request = hooked(&bridge, &backend, "/badproto")
             .into_client_request()
             .unwrap();
         request
             .headers_mut()
             .insert("sec-websocket-protocol", "a, b".parse().unwrap());
-        match tokio_tungstenite::connect_async(request).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
-                assert_eq!(r.status(), 502);
-                let body =
-                    String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned();
-                assert!(body.contains("did not offer"), "{body}");
-            }
-            other => panic!("expected 502, got {other:?}"),
-        }
+        let (status, body) = refused(request).await;
+        assert_eq!(status, 502);
+        assert!(body.contains("did not offer"), "{body}");
 
-        let (status, body) = refused(&with_hook(&bridge, &backend, "/hang")).await;
+        let (status, body) = refused(&hooked(&bridge, &backend, "/hang")).await;
         assert_eq!(status, 504, "{body}");
 
-        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dead_port = dead.local_addr().unwrap().port();
-        drop(dead);
-        let bridge = Bridge::start(&["--allowlist", r"http://127\.0\.0\.1:\d+/.*"]).await;
-        let url = format!(
-            "{}&c={}",
-            bridge.connect_url(&backend.url("/frame"), Some(&backend.url("/disconnect"))),
-            encode(&format!("http://127.0.0.1:{dead_port}/hook"))
+        let any_port = Bridge::start(&["--allowlist", r"http://127\.0\.0\.1:\d+/.*"]).await;
+        let url = with_hook(
+            &any_port.connect_url(&backend.url("/frame"), Some(&backend.url("/disconnect"))),
+            &format!("http://127.0.0.1:{}/hook", free_port()),
         );
         let (status, body) = refused(&url).await;
         assert_eq!(status, 502, "{body}");
         assert!(body.contains("unreachable"), "{body}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        bridge.shutdown().await;
+        any_port.shutdown().await;
         assert!(
             backend.requests("/disconnect").is_empty(),
             "never opened: no disconnect"
@@ -156,9 +188,32 @@ async fn hook_failures_map_to_502_and_504() {
 #[tokio::test]
 async fn body_replies_keep_order_with_callback_messages() {
     bounded(async {
-        let backend = Backend::start().await;
+        // Sends "A<body>" through the callback URL, then answers "B<body>".
+        let backend = Backend::builder()
+            .on(
+                "/frame",
+                Reply::with_async(|request, _| async move {
+                    let text = String::from_utf8_lossy(&request.body).into_owned();
+                    let callback = request.header("x-ws-proxy-send").unwrap();
+                    let sent = http_client()
+                        .post(callback)
+                        .header(header::CONTENT_TYPE, "text/plain")
+                        .body(format!("A{text}"))
+                        .send()
+                        .await;
+                    assert_eq!(sent.map(|r| r.status().as_u16()).ok(), Some(202));
+                    (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, "text/plain")],
+                        format!("B{text}"),
+                    )
+                        .into_response()
+                }),
+            )
+            .start()
+            .await;
         let bridge = Bridge::for_backend(&backend, &[]).await;
-        let mut client = bridge.client(&backend, "/callback-then-reply", None).await;
+        let mut client = bridge.client(&backend, "/frame", None).await;
         for i in 0..10 {
             send_text(&mut client, &i.to_string()).await;
         }
@@ -231,7 +286,7 @@ async fn delete_closes_with_code_and_reason_after_earlier_messages() {
         assert_eq!(close.code, CloseCode::Library(4000));
         assert_eq!(close.reason.as_str(), "room closed ✓");
 
-        let d = backend.assert_exactly("/disconnect", 1).await;
+        let d = backend.wait_for("/disconnect", 1).await;
         assert_eq!(d[0].header("x-ws-proxy-close-code"), Some("4000"));
         assert_eq!(
             d[0].header("x-ws-proxy-close-reason"),
@@ -239,8 +294,11 @@ async fn delete_closes_with_code_and_reason_after_earlier_messages() {
         );
         assert_eq!(d[0].header("x-ws-proxy-close-initiator"), Some("backend"));
         assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("backend-close"));
+        // The callback URL is unregistered before the disconnect POST is sent.
         assert_eq!(http.delete(&callback).send().await.unwrap().status(), 404);
         assert_eq!(http.get(&callback).send().await.unwrap().status(), 404);
+        bridge.shutdown().await;
+        backend.assert_exactly("/disconnect", 1);
     })
     .await;
 }
@@ -285,7 +343,8 @@ async fn get_reports_counts_in_each_direction() {
     .await;
 }
 
-#[tokio::test]
+/// Pings and the idle timeout run under paused time.
+#[tokio::test(start_paused = true)]
 async fn a_silent_client_is_closed_by_the_idle_timeout_and_an_answering_one_is_not() {
     bounded(async {
         let backend = Backend::start().await;
@@ -309,6 +368,8 @@ async fn a_silent_client_is_closed_by_the_idle_timeout_and_an_answering_one_is_n
             pings >= 5,
             "the bridge pings every interval ({pings} pings)"
         );
+        // Not a sleep: had the bridge closed this client, the loop above would have read the
+        // Close (and panicked).
         assert!(
             backend.requests("/disconnect").is_empty(),
             "answering client stays open"
@@ -328,7 +389,8 @@ async fn a_silent_client_is_closed_by_the_idle_timeout_and_an_answering_one_is_n
     .await;
 }
 
-#[tokio::test]
+/// The lifetime runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn connections_older_than_the_lifetime_are_closed_with_1001() {
     bounded(async {
         let backend = Backend::start().await;
@@ -342,10 +404,11 @@ async fn connections_older_than_the_lifetime_are_closed_with_1001() {
     .await;
 }
 
-#[tokio::test]
+/// The backend timeout that keeps the drain going runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn while_draining_readyz_is_503_and_new_handshakes_are_refused() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder().on("/hang", Reply::never()).start().await;
         let bridge = Bridge::for_backend(&backend, &["--backend-timeout", "2s"]).await;
         let addr = bridge.addr;
         // A message stuck at a backend that never answers keeps the drain going for ~2 s.
@@ -370,11 +433,7 @@ async fn while_draining_readyz_is_503_and_new_handshakes_are_refused() {
             .await
             .unwrap();
         assert_eq!(r.status(), 503);
-        let (status, body) = refused(&format!(
-            "ws://{addr}/connect?f={}",
-            encode(&backend.url("/frame"))
-        ))
-        .await;
+        let (status, body) = refused(&connect_url(addr, &backend.url("/frame"), None)).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(
             http.get(format!("http://{addr}/healthz"))
@@ -385,7 +444,7 @@ async fn while_draining_readyz_is_503_and_new_handshakes_are_refused() {
             200
         );
         shutdown.await.unwrap();
-        let d = backend.assert_exactly("/disconnect", 1).await;
+        let d = backend.assert_exactly("/disconnect", 1);
         assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("shutdown"));
     })
     .await;

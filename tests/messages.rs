@@ -131,10 +131,12 @@ async fn ten_thousand_messages_arrive_in_order_without_gaps_or_repeats() {
             assert_eq!(frame.seq(), Some(i as u64), "seq at position {i}");
             assert_eq!(frame.body, i.to_string(), "body at position {i}");
         }
-        backend.assert_exactly("/frame", N).await;
         let sink = writer.await.unwrap();
         drop(sink);
         reader.abort();
+        let _ = reader.await;
+        bridge.shutdown().await;
+        backend.assert_exactly("/frame", N);
     })
     .await;
 }
@@ -142,7 +144,7 @@ async fn ten_thousand_messages_arrive_in_order_without_gaps_or_repeats() {
 #[tokio::test]
 async fn a_reply_in_the_response_body_reaches_the_client_in_order() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder().on("/echo", Reply::echo()).start().await;
         let bridge = Bridge::for_backend(&backend, &[]).await;
         let mut client = bridge.client(&backend, "/echo", None).await;
         for i in 0..20 {
@@ -187,7 +189,9 @@ async fn pings_are_answered_and_not_forwarded() {
         let frames = backend.wait_for("/frame", 1).await;
         assert_eq!(frames[0].body, "after");
         assert_eq!(frames[0].seq(), Some(0));
-        backend.assert_exactly("/frame", 1).await;
+        drop(client);
+        bridge.shutdown().await;
+        backend.assert_exactly("/frame", 1);
     })
     .await;
 }
@@ -195,7 +199,7 @@ async fn pings_are_answered_and_not_forwarded() {
 #[tokio::test]
 async fn empty_messages_travel_both_ways() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder().on("/echo", Reply::echo()).start().await;
         let bridge = Bridge::for_backend(&backend, &[]).await;
         let mut client = bridge.client(&backend, "/echo", None).await;
         send_text(&mut client, "").await;

@@ -90,14 +90,8 @@ async fn counters_move_as_traffic_flows() {
         client.close(None).await.unwrap();
         backend.wait_for("/disconnect", 1).await;
         // The disconnect is counted once the task has finished.
-        let mut after = String::new();
-        for _ in 0..50 {
-            after = scrape(metrics).await;
-            if sample(&after, "ws_bridge_connections_open") == 0.0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        wait_for_sample(metrics, "ws_bridge_connections_open", 0.0).await;
+        let after = scrape(metrics).await;
         assert_eq!(sample(&after, "ws_bridge_connections_open"), 0.0);
         assert_eq!(
             sample(
@@ -117,10 +111,14 @@ async fn counters_move_as_traffic_flows() {
     .await;
 }
 
-#[tokio::test]
+/// The retry's backoff runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn retries_failures_and_queue_full_are_counted() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder()
+            .on("/always503", Reply::status(503))
+            .start()
+            .await;
         let allow = backend.allowlist();
         let (bridge, metrics) = Bridge::start_with_metrics(&[
             "--allowlist",

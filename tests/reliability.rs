@@ -8,20 +8,24 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use common::pki::TestPki;
 use common::*;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-#[tokio::test]
+/// The retries' backoff runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn transient_failures_are_retried_with_the_same_seq_and_order_is_kept() {
     bounded(async {
-        let backend = Backend::start().await;
-        let bridge = Bridge::for_backend(&backend, &[]).await;
-        let mut client = bridge
-            .client(&backend, "/flaky", Some("/flaky-disconnect"))
+        let backend = Backend::builder()
+            .on("/flaky", Reply::fail_first(503))
+            .start()
             .await;
+        let bridge = Bridge::for_backend(&backend, &[]).await;
+        let mut client = bridge.client(&backend, "/flaky", Some("/disconnect")).await;
         for i in 0..5 {
             send_text(&mut client, &format!("m{i}")).await;
         }
@@ -32,17 +36,33 @@ async fn transient_failures_are_retried_with_the_same_seq_and_order_is_kept() {
         for pair in seen.chunks(2) {
             assert_eq!(pair[0].body, pair[1].body);
         }
-        backend.assert_exactly("/flaky", 10).await;
         drop(client);
-        backend.wait_for("/flaky-disconnect", 1).await;
+        backend.wait_for("/disconnect", 1).await;
+        // The disconnect POST comes after every frame POST of the connection, retries included.
+        backend.assert_exactly("/flaky", 10);
     })
     .await;
 }
 
-#[tokio::test]
+/// Retry-After runs under paused time: the wait is measured on the virtual clock.
+#[tokio::test(start_paused = true)]
 async fn a_429_is_retried_after_its_retry_after() {
     bounded(async {
-        let backend = Backend::start().await;
+        // 429 with `Retry-After: 1` to the first attempt of each seq, then 204.
+        let backend = Backend::builder()
+            .on(
+                "/ratelimited",
+                Reply::with(|_, attempt| {
+                    if attempt == 1 {
+                        (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")])
+                            .into_response()
+                    } else {
+                        StatusCode::NO_CONTENT.into_response()
+                    }
+                }),
+            )
+            .start()
+            .await;
         let bridge = Bridge::for_backend(&backend, &[]).await;
         let mut client = bridge.client(&backend, "/ratelimited", None).await;
         send_text(&mut client, "patience").await;
@@ -59,10 +79,14 @@ async fn a_429_is_retried_after_its_retry_after() {
     .await;
 }
 
-#[tokio::test]
+/// The retries' backoff runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn when_the_retries_are_spent_the_client_gets_1011_and_the_backend_a_disconnect() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder()
+            .on("/always503", Reply::status(503))
+            .start()
+            .await;
         let bridge = Bridge::for_backend(&backend, &["--backend-retries", "2"]).await;
         let mut client = bridge
             .client(&backend, "/always503", Some("/disconnect"))
@@ -71,22 +95,30 @@ async fn when_the_retries_are_spent_the_client_gets_1011_and_the_backend_a_disco
         let close = expect_close(&mut client).await;
         assert_eq!(close.code, CloseCode::Error);
         assert!(close.reason.contains("503"), "{}", close.reason);
-        let attempts = backend.assert_exactly("/always503", 3).await;
+        backend.wait_for("/disconnect", 1).await;
+        bridge.shutdown().await;
+        let attempts = backend.assert_exactly("/always503", 3);
         assert!(attempts.iter().all(|a| a.seq() == Some(0)));
-        let d = backend.assert_exactly("/disconnect", 1).await;
+        let d = backend.assert_exactly("/disconnect", 1);
         assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("backend-error"));
     })
     .await;
 }
 
-#[tokio::test]
+/// The retry's backoff runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn disconnect_posts_are_retried() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder()
+            .on("/flaky", Reply::fail_first(503))
+            .start()
+            .await;
         let bridge = Bridge::for_backend(&backend, &[]).await;
         let client = bridge.client(&backend, "/frame", Some("/flaky")).await;
         drop(client);
-        let attempts = backend.assert_exactly("/flaky", 2).await;
+        backend.wait_for("/flaky", 2).await;
+        bridge.shutdown().await;
+        let attempts = backend.assert_exactly("/flaky", 2);
         assert_eq!(
             attempts[0].header("x-ws-proxy-send"),
             attempts[1].header("x-ws-proxy-send")
@@ -99,7 +131,13 @@ async fn disconnect_posts_are_retried() {
 #[tokio::test]
 async fn backend_requests_are_capped_per_host_and_reuse_connections() {
     bounded(async {
-        let backend = Backend::start().await;
+        let backend = Backend::builder()
+            .on(
+                "/slow",
+                Reply::after(Duration::from_millis(50), Reply::status(204)),
+            )
+            .start()
+            .await;
         let bridge = Bridge::for_backend(&backend, &["--backend-max-connections", "4"]).await;
         let mut clients = Vec::new();
         for _ in 0..40 {
@@ -111,10 +149,7 @@ async fn backend_requests_are_capped_per_host_and_reuse_connections() {
             }
         }
         let seen = backend.wait_for("/slow", 120).await;
-        assert!(
-            backend.max_in_flight.load(Ordering::SeqCst) <= 4,
-            "at most 4 at once"
-        );
+        assert!(backend.max_in_flight() <= 4, "at most 4 at once");
         let connections: HashSet<_> = seen.iter().map(|r| r.peer).collect();
         assert!(
             connections.len() <= 4,
@@ -139,7 +174,7 @@ async fn max_connections_answers_503_and_per_ip_429() {
         // Slots come back when connections end.
         let mut again = None;
         for _ in 0..50 {
-            if let Ok((c, _)) = tokio_tungstenite::connect_async(&url).await {
+            if let Ok((c, _)) = try_connect(&url).await {
                 again = Some(c);
                 break;
             }
@@ -189,6 +224,7 @@ async fn a_client_over_the_message_rate_is_closed_with_1008_when_the_action_is_c
         assert!(close.reason.contains("rate"), "{}", close.reason);
         let d = backend.wait_for("/disconnect", 1).await;
         assert_eq!(d[0].header("x-ws-proxy-close-cause"), Some("rate-limited"));
+        // Final: the disconnect POST comes after every frame POST of the connection.
         let frames = backend.requests("/frame");
         assert!(
             frames.len() >= 20 && frames.len() < 200,
@@ -214,11 +250,11 @@ async fn tls_backend(
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+        .with_single_cert(pki.chain_der(), pki.key_der())
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = bind_ephemeral().await;
     let addr = listener.local_addr().unwrap();
     let versions = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = Arc::clone(&versions);
@@ -249,42 +285,21 @@ async fn tls_backend(
     (addr, versions)
 }
 
-struct TestPki {
-    ca_pem: String,
-    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
-    key: rustls_pki_types::PrivateKeyDer<'static>,
-}
-
-fn test_pki() -> TestPki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    TestPki {
-        ca_pem: ca.pem(),
-        chain: vec![leaf.der().clone()],
-        key: rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-    }
-}
-
 #[tokio::test]
 async fn tls_backends_that_offer_h2_get_http2_and_backend_ca_is_trusted() {
     bounded(async {
         websocket_bridge::install_crypto_provider();
-        let pki = test_pki();
+        let pki = TestPki::new();
         let (addr, versions) = tls_backend(&pki).await;
-        let dir = std::env::temp_dir().join(format!("ws-bridge-ca-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca = dir.join("ca.pem");
-        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let files = pki.write("backend-ca");
         let allow = format!(r"https://localhost:{}/.*", addr.port());
-        let bridge =
-            Bridge::start(&["--allowlist", &allow, "--backend-ca", ca.to_str().unwrap()]).await;
+        let bridge = Bridge::start(&[
+            "--allowlist",
+            &allow,
+            "--backend-ca",
+            files.root.to_str().unwrap(),
+        ])
+        .await;
         let frame = format!("https://localhost:{}/frame", addr.port());
         let mut client = connect(&bridge.connect_url(&frame, None)).await;
         for i in 0..3 {

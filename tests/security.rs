@@ -11,6 +11,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::pki::TestPki;
 use common::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -21,11 +22,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const SECRET: &str = "test-secret-0123456789abcdef";
 
-async fn free_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// Starts a verifying backend (`python3 examples/verify_signature.py` or the Node one) and
 /// returns it with a channel of its "<path> ok|refused" lines. `origin` is its
 /// `PUBLIC_ORIGIN` (by default the address it listens on).
@@ -35,7 +31,7 @@ async fn verifier(
     secret: &str,
     origin: Option<&str>,
 ) -> (Child, u16, mpsc::UnboundedReceiver<String>) {
-    let port = free_port().await;
+    let port = free_port();
     let mut command = Command::new(program);
     if let Some(origin) = origin {
         command.env("PUBLIC_ORIGIN", origin);
@@ -88,13 +84,12 @@ async fn signed_round_trip(program: &str, script: &str) {
     ])
     .await;
     let base = format!("http://127.0.0.1:{port}");
-    let url = format!(
-        "{}&c={}",
-        bridge.connect_url(
+    let url = with_hook(
+        &bridge.connect_url(
             &format!("{base}/frame"),
-            Some(&format!("{base}/disconnect"))
+            Some(&format!("{base}/disconnect")),
         ),
-        encode(&format!("{base}/connect"))
+        &format!("{base}/connect"),
     );
     let mut client = connect(&url).await;
     assert_eq!(next_line(&mut lines).await, "/connect ok");
@@ -118,10 +113,9 @@ async fn signed_round_trip(program: &str, script: &str) {
         "wrong-secret-0123456789ab",
     ])
     .await;
-    let url = format!(
-        "{}&c={}",
-        bridge.connect_url(&format!("{base}/frame"), None),
-        encode(&format!("{base}/connect"))
+    let url = with_hook(
+        &bridge.connect_url(&format!("{base}/frame"), None),
+        &format!("{base}/connect"),
     );
     let (status, _) = refused(&url).await;
     assert_eq!(status, 401);
@@ -321,16 +315,19 @@ fn request_ids(backend: &Backend, paths: &[&str]) -> Vec<(String, String)> {
     ids
 }
 
-#[tokio::test]
+/// The retries' backoff runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn request_ids_are_on_every_request_the_same_across_retries_and_unique() {
     bounded(async {
-        let backend = Backend::start().await;
-        let bridge = Bridge::for_backend(&backend, &["--signing-secret", SECRET]).await;
         // Frames and the disconnect go to /flaky: a 503 to the first attempt of each.
-        let url = format!(
-            "{}&c={}",
-            bridge.connect_url(&backend.url("/flaky"), Some(&backend.url("/flaky"))),
-            encode(&backend.url("/hook"))
+        let backend = Backend::builder()
+            .on("/flaky", Reply::fail_first(503))
+            .start()
+            .await;
+        let bridge = Bridge::for_backend(&backend, &["--signing-secret", SECRET]).await;
+        let url = with_hook(
+            &bridge.connect_url(&backend.url("/flaky"), Some(&backend.url("/flaky"))),
+            &backend.url("/hook"),
         );
         let mut client = connect(&url).await;
         send_text(&mut client, "zero").await;
@@ -450,19 +447,15 @@ async fn deny_private_networks_refuses_an_allowlisted_name_resolving_to_loopback
             assert!(body.contains("--deny-private-networks"), "{body}");
         }
         // The disconnect URL is checked too.
-        let url = format!(
-            "ws://{}/connect?f={}&d={}",
-            bridge.addr,
-            encode("http://localhost:1/"),
-            encode("http://localhost:1/")
-        );
+        let url = bridge.connect_url("http://localhost:1/", Some("http://localhost:1/"));
         assert_eq!(refused(&url).await.0, 403);
+        bridge.shutdown().await;
         assert!(backend.requests("/frame").is_empty());
 
         // The same allowlist without the flag: accepted.
-        let bridge = Bridge::start(&["--allowlist", &allow]).await;
+        let open = Bridge::start(&["--allowlist", &allow]).await;
         let mut client =
-            connect(&bridge.connect_url(&format!("http://localhost:{port}/frame"), None)).await;
+            connect(&open.connect_url(&format!("http://localhost:{port}/frame"), None)).await;
         send_text(&mut client, "loopback ok without the flag").await;
         backend.wait_for("/frame", 1).await;
     })
@@ -498,7 +491,7 @@ async fn allowed_origin_refuses_missing_and_foreign_origins() {
             request
                 .headers_mut()
                 .insert("origin", origin.parse().unwrap());
-            let result = tokio_tungstenite::connect_async(request).await;
+            let result = try_connect(request).await;
             assert_eq!(result.is_ok(), ok, "{origin}");
         }
     })
@@ -517,10 +510,7 @@ async fn oversized_client_headers_are_refused_with_431() {
         request
             .headers_mut()
             .insert("cookie", "a".repeat(9000).parse().unwrap());
-        match tokio_tungstenite::connect_async(request).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 431),
-            other => panic!("expected 431, got {other:?}"),
-        }
+        assert_eq!(refused(request).await.0, 431);
     })
     .await;
 }
@@ -552,13 +542,14 @@ async fn callback_cors_origin_restricts_browsers() {
     .await;
 }
 
-#[tokio::test]
+/// The handshake timeout runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn slowloris_handshakes_are_cut_off() {
     bounded(async {
         let backend = Backend::start().await;
         let bridge = Bridge::for_backend(&backend, &["--handshake-timeout", "500ms"]).await;
         // A request head that never completes.
-        let mut tcp = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+        let mut tcp = tcp_connect(bridge.addr).await;
         tcp.write_all(b"GET /connect HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
@@ -570,37 +561,30 @@ async fn slowloris_handshakes_are_cut_off() {
         let answer = String::from_utf8_lossy(&buf[..n]);
         assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
         // A connection that never sends a byte.
-        let mut idle = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+        let mut idle = tcp_connect(bridge.addr).await;
         let read = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await;
         assert!(read.is_ok(), "an idle connection is closed");
     })
     .await;
 }
 
-#[tokio::test]
+/// The handshake timeout runs under paused time.
+#[tokio::test(start_paused = true)]
 async fn a_bridge_with_tls_drops_clients_that_never_say_hello() {
     bounded(async {
         let backend = Backend::start().await;
-        let dir = std::env::temp_dir().join(format!("ws-bridge-sec-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        std::fs::write(&cert, certified.cert.pem()).unwrap();
-        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let files = TestPki::new().write("no-hello");
         let allow = backend.allowlist();
-        let bridge = Bridge::start(&[
-            "--allowlist",
-            &allow,
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--handshake-timeout",
-            "500ms",
-        ])
+        let bridge = Bridge::start(
+            &[
+                &["--allowlist", &allow][..],
+                &files.tls_flags(),
+                &["--handshake-timeout", "500ms"],
+            ]
+            .concat(),
+        )
         .await;
-        let mut tcp = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+        let mut tcp = tcp_connect(bridge.addr).await;
         let mut buf = [0u8; 64];
         let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await;
         assert!(read.is_ok(), "closed after the handshake timeout");

@@ -16,12 +16,8 @@ async fn sigterm_closes_100_connections_and_delivers_100_disconnects_before_exit
     bounded(async {
         let backend = Backend::start().await;
         let mut bridge = RealBridge::spawn(&["--allowlist", &backend.allowlist()], None).await;
-        let addr = bridge.addr.clone();
-        let connect_url = format!(
-            "ws://{addr}/connect?f={}&d={}",
-            encode(&backend.url("/frame")),
-            encode(&backend.url("/disconnect"))
-        );
+        let connect_url =
+            bridge.connect_url(&backend.url("/frame"), Some(&backend.url("/disconnect")));
         let mut readers = Vec::new();
         for _ in 0..100 {
             let mut client = connect(&connect_url).await;
@@ -30,13 +26,17 @@ async fn sigterm_closes_100_connections_and_delivers_100_disconnects_before_exit
 
         let status = bridge.terminate(Duration::from_secs(30)).await;
         assert_eq!(status.code(), Some(0), "exit status");
-        // The process has exited: everything it delivered is already at the backend.
+        // The process has exited: everything it delivered (sent, and got an answer to) is
+        // already at the backend.
         let disconnects = backend.requests("/disconnect");
         assert_eq!(
             disconnects.len(),
             100,
             "disconnect POSTs delivered before exit"
         );
+        // Nothing more: once the backend has read everything the exited process sent.
+        backend.wait_until_disconnected().await;
+        backend.assert_exactly("/disconnect", 100);
         assert!(
             disconnects
                 .iter()
@@ -66,7 +66,6 @@ async fn sigterm_closes_100_connections_and_delivers_100_disconnects_before_exit
             );
         }
         assert!(log.iter().any(|l| l.contains("shutdown complete")));
-        backend.assert_exactly("/disconnect", 100).await;
     })
     .await;
 }

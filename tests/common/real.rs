@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use super::encode;
+use super::client::connect_url;
 
 /// The real `websocket-bridge` binary on 127.0.0.1:0, its stderr drained into memory.
 pub struct RealBridge {
@@ -97,9 +97,7 @@ impl RealBridge {
                 .expect("no `listening` line within 20 s")
                 .unwrap()
                 .unwrap_or_else(|| panic!("bridge exited early; stderr: {early:#?}"));
-            if line.contains("websocket-bridge listening") {
-                let start = line.find("address=").unwrap() + "address=".len();
-                let addr = line[start..].split_whitespace().next().unwrap().to_owned();
+            if let Some(addr) = listening_address(&line) {
                 break (addr, line);
             }
             early.push(line);
@@ -122,8 +120,9 @@ impl RealBridge {
         }
     }
 
-    pub fn connect_url(&self, frame: &str) -> String {
-        format!("ws://{}/connect?f={}", self.addr, encode(frame))
+    /// `ws://…/connect?f=…&d=…` with both URLs query-encoded.
+    pub fn connect_url(&self, frame: &str, disconnect: Option<&str>) -> String {
+        connect_url(&self.addr, frame, disconnect)
     }
 
     pub fn lines_containing(&self, needle: &str) -> usize {
@@ -194,6 +193,15 @@ impl RealBridge {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.drain).await;
         std::mem::take(&mut *self.log.lock().unwrap())
     }
+}
+
+/// The address in a `websocket-bridge listening address=…` log line; `None` for other lines.
+pub fn listening_address(line: &str) -> Option<String> {
+    if !line.contains("websocket-bridge listening") {
+        return None;
+    }
+    let start = line.find("address=")? + "address=".len();
+    line[start..].split_whitespace().next().map(str::to_owned)
 }
 
 /// Resident memory of a process, from `/proc/{pid}/status`.
