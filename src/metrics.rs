@@ -212,73 +212,78 @@ impl Metrics {
             queue_full: Counter::default(),
             rate_limited: Counter::default(),
         };
+        m.register(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Registers every metric under its name and help text.
+    fn register(&self, registry: &mut Registry) {
         registry.register(
             "connections_open",
             "Open WebSocket connections",
-            m.open.clone(),
+            self.open.clone(),
         );
         registry.register(
             "connections_opened",
             "WebSocket connections opened",
-            m.opened.clone(),
+            self.opened.clone(),
         );
         registry.register(
             "connections_closed",
             "WebSocket connections closed, by cause",
-            m.closed.clone(),
+            self.closed.clone(),
         );
         registry.register(
             "messages_in",
             "Messages received from clients",
-            m.messages_in.clone(),
+            self.messages_in.clone(),
         );
         registry.register(
             "messages_out",
             "Messages written to clients",
-            m.messages_out.clone(),
+            self.messages_out.clone(),
         );
         registry.register(
             "bytes_in",
             "Payload bytes received from clients",
-            m.bytes_in.clone(),
+            self.bytes_in.clone(),
         );
         registry.register(
             "bytes_out",
             "Payload bytes written to clients",
-            m.bytes_out.clone(),
+            self.bytes_out.clone(),
         );
         registry.register(
             "backend_request_duration_seconds",
             "Backend request attempts, by kind (connect, frame, disconnect)",
-            m.backend_latency.clone(),
+            self.backend_latency.clone(),
         );
         registry.register(
             "backend_failures",
             "Backend requests that failed for good, by kind and reason",
-            m.backend_failures.clone(),
+            self.backend_failures.clone(),
         );
         registry.register(
             "backend_retries",
             "Backend request retries, by kind",
-            m.retries.clone(),
+            self.retries.clone(),
         );
         registry.register(
             "callback_responses",
             "Callback API responses, by status",
-            m.callback_responses.clone(),
+            self.callback_responses.clone(),
         );
         registry.register(
             "connect_refusals",
             "WebSocket handshakes refused, by reason",
-            m.refusals.clone(),
+            self.refusals.clone(),
         );
         registry.register(
             "queue_full",
             "Callback POSTs refused because the client's send queue was full",
-            m.queue_full.clone(),
+            self.queue_full.clone(),
         );
-        registry.register("rate_limited", "Client messages over --max-messages-per-second (the client was paused, or closed under --rate-limit-action close)", m.rate_limited.clone());
-        Metrics { registry, ..m }
+        registry.register("rate_limited", "Client messages over --max-messages-per-second (the client was paused, or closed under --rate-limit-action close)", self.rate_limited.clone());
     }
 
     /// Counts a closed connection.

@@ -92,7 +92,7 @@ impl BackendClient {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty());
         let body =
-            super::read_limited(answer.response, self.settings.config.max_reply_size).await?;
+            super::post::read_limited(answer.response, self.settings.config.max_reply_size).await?;
         let first_message = if body.is_empty() {
             None
         } else {

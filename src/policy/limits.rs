@@ -57,7 +57,7 @@ impl ConnectionLimits {
     }
 
     /// Lowers the connection limit to `fit` when that is below it: the open-files limit
-    /// `open_files` holds no more (see [`crate::server::fdlimit::DescriptorBudget`]).
+    /// `open_files` holds no more (the server computes `fit` from the open-files limit).
     pub(crate) fn capped_by_open_files(mut self, fit: usize, open_files: u64) -> Self {
         if fit < self.max {
             self.max = fit;

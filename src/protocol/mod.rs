@@ -119,6 +119,16 @@ impl Cause {
     }
 }
 
+/// How a connection ended, as the disconnect POST reports it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CloseReport<'a> {
+    pub(crate) initiator: Initiator,
+    pub(crate) cause: Cause,
+    /// The close code; `None` when the client's Close frame carried none.
+    pub(crate) code: Option<u16>,
+    pub(crate) reason: &'a str,
+}
+
 /// Cuts a reason to at most [`MAX_REASON_BYTES`] bytes on a character boundary.
 pub(crate) fn truncate_reason(reason: &str) -> String {
     if reason.len() <= MAX_REASON_BYTES {

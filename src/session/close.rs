@@ -17,7 +17,7 @@ use tracing::debug;
 
 use crate::protocol::Payload;
 
-use crate::protocol::{Cause, Initiator, truncate_reason};
+use crate::protocol::{Cause, CloseReport, Initiator, truncate_reason};
 
 /// How one connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,16 @@ impl Ending {
     /// are, unless the backend is what failed or the bridge's own state is in doubt.
     pub(crate) fn delivers_pending(&self) -> bool {
         !matches!(self.cause, Cause::BackendError | Cause::InternalError)
+    }
+
+    /// What the disconnect POST reports of this ending.
+    pub(crate) fn report(&self) -> CloseReport<'_> {
+        CloseReport {
+            initiator: self.initiator,
+            cause: self.cause,
+            code: self.code_number(),
+            reason: &self.reason,
+        }
     }
 
     /// The close code as a number, if any.

@@ -207,7 +207,12 @@ async fn upgrade_and_run(on_upgrade: OnUpgrade, connection: Connection, sessions
             if let Some(url) = &connection.disconnect_url
                 && let Err(e) = sessions
                     .backend
-                    .post_disconnect(url, &connection.callback, &connection.request_ids, &ending)
+                    .post_disconnect(
+                        url,
+                        &connection.callback,
+                        &connection.request_ids,
+                        ending.report(),
+                    )
                     .await
             {
                 warn!(error = %e.detail(), "disconnect POST failed");

@@ -24,7 +24,12 @@ impl DisconnectNotice {
     async fn send(self, ending: &Ending) {
         if let Err(e) = self
             .backend
-            .post_disconnect(&self.target, &self.callback, &self.request_ids, ending)
+            .post_disconnect(
+                &self.target,
+                &self.callback,
+                &self.request_ids,
+                ending.report(),
+            )
             .await
         {
             warn!(error = %e.detail(), "disconnect POST failed");
