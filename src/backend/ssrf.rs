@@ -79,28 +79,44 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     None
 }
 
-/// Resolves a backend URL's host and checks every address. Returns a message for a 403.
-pub(crate) async fn check_url(url: &Url) -> Result<(), String> {
+/// Why a backend URL is refused under `--deny-private-networks` (403).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error("it has no host")]
+    NoHost,
+    #[error("its host {host} does not resolve ({reason})")]
+    Unresolvable { host: String, reason: std::io::Error },
+    #[error("its host resolves to no address")]
+    NoAddress,
+    #[error(
+        "its host resolves to {0}, a private, loopback or link-local address, which this bridge refuses (--deny-private-networks)"
+    )]
+    Private(IpAddr),
+}
+
+/// Resolves a backend URL's host and checks every address.
+pub(crate) async fn check_url(url: &Url) -> Result<(), Refused> {
     let port = url.port_or_known_default().unwrap_or(80);
     let addrs: Vec<IpAddr> = match url.host() {
         Some(Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
         Some(Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
         Some(Host::Domain(domain)) => tokio::net::lookup_host((domain, port))
             .await
-            .map_err(|e| format!("its host {domain} does not resolve ({e})"))?
+            .map_err(|reason| Refused::Unresolvable {
+                host: domain.to_owned(),
+                reason,
+            })?
             .map(|a| a.ip())
             .collect(),
-        None => return Err("it has no host".into()),
+        None => return Err(Refused::NoHost),
     };
     if addrs.is_empty() {
-        return Err("its host resolves to no address".into());
+        return Err(Refused::NoAddress);
     }
-    if let Some(bad) = addrs.iter().find(|ip| is_forbidden(**ip)) {
-        return Err(format!(
-            "its host resolves to {bad}, a private, loopback or link-local address, which this bridge refuses (--deny-private-networks)"
-        ));
+    match addrs.into_iter().find(|ip| is_forbidden(*ip)) {
+        Some(bad) => Err(Refused::Private(bad)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A DNS resolver for the backend client that drops forbidden addresses, so a name that
