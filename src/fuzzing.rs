@@ -175,7 +175,7 @@ pub fn payload_from_http(
 ) -> Result<Payload, String> {
     use crate::protocol::Payload as Carried;
     match Carried::from_http(content_type, Bytes::copy_from_slice(body)) {
-        Ok(Carried::Text(text)) => Ok(Payload::Text(Bytes::from(text))),
+        Ok(Carried::Text(text)) => Ok(Payload::Text(text)),
         Ok(Carried::Binary(bytes)) => Ok(Payload::Binary(bytes)),
         Err(e) => Err(e.to_string()),
     }

@@ -85,7 +85,10 @@ pub(crate) enum Refused {
     #[error("it has no host")]
     NoHost,
     #[error("its host {host} does not resolve ({reason})")]
-    Unresolvable { host: String, reason: std::io::Error },
+    Unresolvable {
+        host: String,
+        reason: std::io::Error,
+    },
     #[error("its host resolves to no address")]
     NoAddress,
     #[error(

@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::warn;
 
 use crate::config::CallbackConfig;
@@ -175,10 +174,7 @@ impl Callbacks {
             .registry
             .lookup(&id)
             .ok_or(ApiError::UnknownConnection)?;
-        let close = Outbound::Close {
-            code: CloseCode::from(code),
-            reason,
-        };
+        let close = Outbound::Close { code, reason };
         match handle.sender.send_timeout(close, CLOSE_QUEUE_WAIT).await {
             Ok(()) => Ok(StatusCode::NO_CONTENT),
             Err(SendTimeoutError::Timeout(_)) => Err(ApiError::QueueFull {

@@ -45,6 +45,26 @@ pub(crate) const HEADER_REPLY: &str = "x-ws-proxy-reply";
 /// `x-ws-proxy-signature`: `t=…,v2=…` with `--signing-secret`.
 pub(crate) const HEADER_SIGNATURE: &str = "x-ws-proxy-signature";
 
+/// Close codes the bridge sends or reports (RFC 6455 section 7.4.1).
+pub(crate) mod close_code {
+    /// Normal closure.
+    pub(crate) const NORMAL: u16 = 1000;
+    /// Going away: shutdown, idle timeout, lifetime.
+    pub(crate) const AWAY: u16 = 1001;
+    /// Protocol error.
+    pub(crate) const PROTOCOL: u16 = 1002;
+    /// Never sent: the connection dropped without a Close frame.
+    pub(crate) const ABNORMAL: u16 = 1006;
+    /// Invalid payload (text that is not UTF-8).
+    pub(crate) const INVALID: u16 = 1007;
+    /// Policy violation.
+    pub(crate) const POLICY: u16 = 1008;
+    /// Message too big.
+    pub(crate) const SIZE: u16 = 1009;
+    /// Internal error (of the bridge or its backend).
+    pub(crate) const ERROR: u16 = 1011;
+}
+
 /// Longest close reason a Close frame can carry (125-byte payload minus the 2-byte code).
 pub(crate) const MAX_REASON_BYTES: usize = 123;
 

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Content type of text messages.
 pub(crate) const TEXT_CONTENT_TYPE: &str = "text/plain;charset=UTF-8";
@@ -14,7 +13,7 @@ pub(crate) const BINARY_CONTENT_TYPE: &str = "application/octet-stream";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Payload {
     /// UTF-8 text (validated once, where it entered the bridge).
-    Text(Utf8Bytes),
+    Text(Bytes),
     /// Arbitrary bytes.
     Binary(Bytes),
 }
@@ -28,8 +27,7 @@ impl Payload {
     /// The payload bytes.
     pub(crate) fn bytes(&self) -> &Bytes {
         match self {
-            Payload::Text(t) => t.as_ref(),
-            Payload::Binary(b) => b,
+            Payload::Text(b) | Payload::Binary(b) => b,
         }
     }
 
@@ -40,9 +38,10 @@ impl Payload {
         body: Bytes,
     ) -> Result<Self, NotUtf8> {
         if is_text(content_type) {
-            Utf8Bytes::try_from(body)
-                .map(Payload::Text)
-                .map_err(|_| NotUtf8)
+            match std::str::from_utf8(&body) {
+                Ok(_) => Ok(Payload::Text(body)),
+                Err(_) => Err(NotUtf8),
+            }
         } else {
             Ok(Payload::Binary(body))
         }

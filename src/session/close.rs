@@ -7,13 +7,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::debug;
+
+use super::ws::{Incoming, WsError, WsStream};
+use crate::protocol::close_code;
 
 use crate::protocol::Payload;
 
@@ -23,7 +21,7 @@ use crate::protocol::{Cause, CloseReport, Initiator, truncate_reason};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Ending {
     /// Close code sent or received; `None` when the client's Close frame carried no code.
-    pub(crate) code: Option<CloseCode>,
+    pub(crate) code: Option<u16>,
     /// Close reason (at most [`MAX_REASON_BYTES`] bytes).
     pub(crate) reason: String,
     /// Who ended it.
@@ -34,7 +32,7 @@ pub(crate) struct Ending {
 
 impl Ending {
     /// An ending the bridge or the backend initiates; the reason is cut to fit a Close frame.
-    pub(crate) fn new(initiator: Initiator, cause: Cause, code: CloseCode, reason: &str) -> Self {
+    pub(crate) fn new(initiator: Initiator, cause: Cause, code: u16, reason: &str) -> Self {
         Ending {
             code: Some(code),
             reason: truncate_reason(reason),
@@ -46,7 +44,7 @@ impl Ending {
     /// The bridge closes the connection with 1001 (going away): shutdown, idle timeout,
     /// lifetime.
     pub(crate) fn away(cause: Cause, reason: &str) -> Self {
-        Ending::new(Initiator::Bridge, cause, CloseCode::Away, reason)
+        Ending::new(Initiator::Bridge, cause, close_code::AWAY, reason)
     }
 
     /// A fault inside the bridge ended the connection: 1011.
@@ -54,13 +52,13 @@ impl Ending {
         Ending::new(
             Initiator::Bridge,
             Cause::InternalError,
-            CloseCode::Error,
+            close_code::ERROR,
             "internal error",
         )
     }
 
     /// The client sent a Close frame.
-    pub(crate) fn client_close(code: Option<CloseCode>, reason: &str) -> Self {
+    pub(crate) fn client_close(code: Option<u16>, reason: &str) -> Self {
         Ending {
             code,
             reason: truncate_reason(reason),
@@ -72,7 +70,7 @@ impl Ending {
     /// The client went away without a Close frame: 1006 (never sent on the wire).
     pub(crate) fn client_gone(detail: &str) -> Self {
         Ending {
-            code: Some(CloseCode::Abnormal),
+            code: Some(close_code::ABNORMAL),
             reason: truncate_reason(detail),
             initiator: Initiator::Client,
             cause: Cause::ClientGone,
@@ -102,7 +100,7 @@ impl Ending {
 
     /// The close code as a number, if any.
     pub(crate) fn code_number(&self) -> Option<u16> {
-        self.code.map(u16::from)
+        self.code
     }
 }
 
@@ -126,43 +124,40 @@ pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) enum Read {
     /// A text or binary message to post.
     Message(Payload),
-    /// A ping or pong (answered by tungstenite) or a raw frame: nothing to post.
+    /// A ping (answered already) or a pong: nothing to post.
     Control,
     /// The connection is over.
     End(Ending),
 }
 
-pub(crate) fn read_outcome(message: Option<Result<Message, WsError>>) -> Read {
-    match message {
-        Some(Ok(Message::Text(text))) => Read::Message(Payload::Text(text)),
-        Some(Ok(Message::Binary(bytes))) => Read::Message(Payload::Binary(bytes)),
-        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Read::Control,
-        Some(Ok(Message::Close(frame))) => Read::End(match frame {
-            Some(f) => Ending::client_close(Some(f.code), &f.reason),
+pub(crate) fn read_outcome(incoming: Option<Result<Incoming, WsError>>) -> Read {
+    match incoming {
+        Some(Ok(Incoming::Text(text))) => Read::Message(Payload::Text(text)),
+        Some(Ok(Incoming::Binary(bytes))) => Read::Message(Payload::Binary(bytes)),
+        Some(Ok(Incoming::Ping | Incoming::Pong)) => Read::Control,
+        Some(Ok(Incoming::Close(close))) => Read::End(match close {
+            Some((code, reason)) => Ending::client_close(Some(code), &reason),
             None => Ending::client_close(None, ""),
         }),
-        Some(Err(WsError::Capacity(e))) => Read::End(Ending::new(
+        Some(Err(e @ WsError::TooLarge { .. })) => Read::End(Ending::new(
             Initiator::Bridge,
             Cause::TooLarge,
-            CloseCode::Size,
+            close_code::SIZE,
             &format!("message too large: {e}"),
         )),
-        Some(Err(WsError::Utf8(_))) => Read::End(Ending::new(
+        Some(Err(WsError::InvalidUtf8)) => Read::End(Ending::new(
             Initiator::Bridge,
             Cause::ProtocolError,
-            CloseCode::Invalid,
+            close_code::INVALID,
             "text message is not valid UTF-8",
         )),
-        Some(Err(WsError::Protocol(
-            e @ tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ))) => Read::End(Ending::client_gone(&e.to_string())),
         Some(Err(WsError::Protocol(e))) => Read::End(Ending::new(
             Initiator::Bridge,
             Cause::ProtocolError,
-            CloseCode::Protocol,
-            &e.to_string(),
+            close_code::PROTOCOL,
+            &e,
         )),
-        Some(Err(e)) => Read::End(Ending::client_gone(&e.to_string())),
+        Some(Err(WsError::Io(e))) => Read::End(Ending::client_gone(&e.to_string())),
         None => Read::End(Ending::client_gone(
             "connection closed without a Close frame",
         )),
@@ -171,27 +166,24 @@ pub(crate) fn read_outcome(message: Option<Result<Message, WsError>>) -> Read {
 
 /// Ends the WebSocket: sends the bridge's or backend's Close frame and waits (bounded) for the
 /// client's answer, or completes the handshake the client started.
-pub(crate) async fn close_client<S>(ws: &mut WebSocketStream<S>, ending: &Ending)
+pub(crate) async fn close_client<S>(ws: &mut WsStream<S>, ending: &Ending)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let finish = async {
         if ending.sends_close_frame() {
-            let frame = CloseFrame {
-                code: ending.code.unwrap_or(CloseCode::Normal),
-                reason: ending.reason.as_str().into(),
-            };
-            if ws.send(Message::Close(Some(frame))).await.is_err() {
+            let code = ending.code.unwrap_or(close_code::NORMAL);
+            if ws.close(code, &ending.reason).await.is_err() {
                 return;
             }
             // Read until the client's Close arrives (messages after ours are not forwarded).
-            while let Some(Ok(message)) = ws.next().await {
-                if matches!(message, Message::Close(_)) {
+            while let Some(Ok(incoming)) = ws.next().await {
+                if matches!(incoming, Incoming::Close(_)) {
                     break;
                 }
             }
         } else if ending.cause == Cause::ClientClose {
-            // tungstenite queued the Close reply when it read the client's Close; send it.
+            // The answer to the client's Close was queued when it was read; send it.
             let _ = ws.flush().await;
         }
     };
@@ -212,7 +204,7 @@ mod tests {
         let ending = Ending::new(
             Initiator::Bridge,
             Cause::BackendError,
-            CloseCode::Error,
+            close_code::ERROR,
             "backend answered 500",
         );
         assert_eq!(

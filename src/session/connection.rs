@@ -27,24 +27,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use reqwest::header::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{error, info, warn};
 
 use super::Sessions;
 use super::close::{Read, close_client, read_outcome};
 use super::obligations::{DisconnectNotice, DisconnectOwed, OpenConnection};
+use super::ws::{Incoming, WsError, WsStream, frame::opcode};
 use crate::backend::{BackendClient, BackendError, BackendTarget, RequestIds};
 use crate::config::RateLimitAction;
 use crate::logging::worth_logging;
 use crate::metrics::Metrics;
 use crate::policy::limits::{ConnectionSlot, TokenBucket};
+use crate::protocol::close_code;
 use crate::protocol::payload::Payload;
 use crate::protocol::{Cause, Initiator};
 use crate::session::close::Ending;
@@ -71,7 +70,7 @@ pub(crate) struct Connection {
 }
 
 /// Runs a connection to its end, disconnect POST included, whatever happens inside.
-pub(crate) async fn run<S>(ws: WebSocketStream<S>, conn: Connection, sessions: Arc<Sessions>)
+pub(crate) async fn run<S>(ws: WsStream<S>, conn: Connection, sessions: Arc<Sessions>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -112,12 +111,12 @@ enum Event {
     PauseOver,
     Outbound(Option<Outbound>),
     Posted(Result<Option<Payload>, BackendError>),
-    Client(Option<Result<Message, WsError>>),
+    Client(Option<Result<Incoming, WsError>>),
 }
 
 /// A connection task's state.
 struct Task<S> {
-    ws: WebSocketStream<S>,
+    ws: WsStream<S>,
     sessions: Arc<Sessions>,
     backend: BackendClient,
     metrics: Arc<Metrics>,
@@ -152,7 +151,7 @@ impl<S> Task<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fn new(ws: WebSocketStream<S>, conn: Connection, sessions: Arc<Sessions>) -> Self {
+    fn new(ws: WsStream<S>, conn: Connection, sessions: Arc<Sessions>) -> Self {
         let config = &sessions.config;
         let backend = sessions.backend.clone();
         let metrics = Arc::clone(&sessions.metrics);
@@ -275,7 +274,7 @@ where
         if self.last_seen.elapsed() >= self.sessions.config.idle_timeout {
             return Err(Ending::away(Cause::IdleTimeout, "idle timeout"));
         }
-        self.send(Message::Ping(bytes::Bytes::new())).await
+        self.send(opcode::PING, &bytes::Bytes::new()).await
     }
 
     async fn on_outbound(&mut self, item: Option<Outbound>) -> Result<(), Ending> {
@@ -305,14 +304,14 @@ where
                 Err(Ending::new(
                     Initiator::Bridge,
                     Cause::BackendError,
-                    CloseCode::Error,
+                    close_code::ERROR,
                     &e.to_string(),
                 ))
             }
         }
     }
 
-    fn on_client(&mut self, message: Option<Result<Message, WsError>>) -> Result<(), Ending> {
+    fn on_client(&mut self, message: Option<Result<Incoming, WsError>>) -> Result<(), Ending> {
         match read_outcome(message) {
             Read::Message(payload) => {
                 self.admit_rate()?;
@@ -367,7 +366,7 @@ where
             RateLimitAction::Close => Err(Ending::new(
                 Initiator::Bridge,
                 Cause::RateLimited,
-                CloseCode::Policy,
+                close_code::POLICY,
                 "message rate limit exceeded",
             )),
         }
@@ -395,11 +394,11 @@ where
     /// Writes one message to the client within the write timeout.
     async fn write(&mut self, payload: Payload) -> Result<(), Ending> {
         let len = payload.len();
-        let message = match payload {
-            Payload::Text(text) => Message::Text(text),
-            Payload::Binary(bytes) => Message::Binary(bytes),
+        let op = match payload {
+            Payload::Text(_) => opcode::TEXT,
+            Payload::Binary(_) => opcode::BINARY,
         };
-        self.send(message).await?;
+        self.send(op, payload.bytes()).await?;
         self.stats.record_out(len);
         self.metrics.messages_out.inc();
         self.metrics.bytes_out.inc_by(len as u64);
@@ -408,15 +407,15 @@ where
 
     /// Sends one frame to the client within the write timeout; a client that does not take it
     /// in time is dropped as too slow.
-    async fn send(&mut self, message: Message) -> Result<(), Ending> {
+    async fn send(&mut self, op: u8, payload: &bytes::Bytes) -> Result<(), Ending> {
         let timeout = self.sessions.config.client_write_timeout;
-        match tokio::time::timeout(timeout, self.ws.send(message)).await {
+        match tokio::time::timeout(timeout, self.ws.send(op, payload)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Ending::client_gone(&format!("write failed: {e}"))),
             Err(_) => Err(Ending::new(
                 Initiator::Bridge,
                 Cause::ClientTooSlow,
-                CloseCode::Policy,
+                close_code::POLICY,
                 "client did not read its messages in time",
             )),
         }

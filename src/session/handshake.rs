@@ -10,9 +10,6 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{Instrument, info, info_span, warn};
 use url::Url;
 
@@ -25,6 +22,7 @@ use super::request::{
     BackendUrls, backend_urls, check_header_sizes, check_origin, check_upgrade,
     offered_subprotocols,
 };
+use super::ws::{WsStream, accept_key};
 use crate::backend::hook::forwarded_headers;
 use crate::backend::{BackendError, ConnectAnswer, RequestIds};
 use crate::logging::redacted;
@@ -175,7 +173,7 @@ fn switching_protocols(key: &HeaderValue, subprotocol: Option<String>) -> Respon
     let headers = response.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+    if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     if let Some(protocol) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
@@ -193,12 +191,7 @@ async fn upgrade_and_run(on_upgrade: OnUpgrade, connection: Connection, sessions
     );
     match on_upgrade.await {
         Ok(upgraded) => {
-            let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(sessions.ws_config),
-            )
-            .await;
+            let ws = WsStream::new(TokioIo::new(upgraded), sessions.config.max_message_size);
             connection::run(ws, connection, sessions).await;
         }
         Err(e) => {

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,11 +22,7 @@ mod obligations;
 pub(crate) mod refusal;
 pub(crate) mod registry;
 pub(crate) mod request;
-
-/// tungstenite's read buffer per connection. tungstenite zero-fills its whole capacity on the
-/// first read, so this is resident memory for every open connection: kept small (large frames
-/// still get a buffer of their own size).
-pub(crate) const READ_BUFFER_SIZE: usize = 4 * 1024;
+pub(crate) mod ws;
 
 /// What the handshake and the connection tasks share.
 pub(crate) struct Sessions {
@@ -45,7 +40,6 @@ pub(crate) struct Sessions {
     pub(crate) tracker: TaskTracker,
     /// Backend name lookups that may run at once for `--deny-private-networks`.
     lookups: Semaphore,
-    ws_config: WebSocketConfig,
 }
 
 /// The parts [`Sessions`] is made of, named.
@@ -62,10 +56,6 @@ pub(crate) struct SessionParts {
 
 impl Sessions {
     pub(crate) fn new(parts: SessionParts) -> Self {
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(parts.config.max_message_size))
-            .max_frame_size(Some(parts.config.max_message_size))
-            .read_buffer_size(READ_BUFFER_SIZE);
         Sessions {
             config: parts.config,
             base_url: parts.base_url,
@@ -76,7 +66,6 @@ impl Sessions {
             shutdown: parts.shutdown,
             tracker: parts.tracker,
             lookups: Semaphore::new(handshake::MAX_CONCURRENT_LOOKUPS),
-            ws_config,
         }
     }
 }

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use uuid::Uuid;
 
 use crate::protocol::payload::Payload;
@@ -77,7 +76,7 @@ pub(crate) enum Outbound {
     /// Send one message.
     Message(Payload),
     /// Close the socket with this code and reason after the messages queued before it.
-    Close { code: CloseCode, reason: String },
+    Close { code: u16, reason: String },
 }
 
 /// The sending half of a connection's outbound queue.
