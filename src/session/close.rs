@@ -82,6 +82,12 @@ impl Ending {
         self.initiator != Initiator::Client && self.cause != Cause::ClientTooSlow
     }
 
+    /// Whether, after its Close frame, the bridge waits for the client's: not when the client
+    /// broke the protocol, where the connection is failed at once (RFC 6455 section 7.1.7).
+    pub(crate) fn awaits_close_reply(&self) -> bool {
+        !matches!(self.cause, Cause::ProtocolError | Cause::TooLarge)
+    }
+
     /// Whether client messages read before the ending are still posted to the backend. They
     /// are, unless the backend is what failed or the bridge's own state is in doubt.
     pub(crate) fn delivers_pending(&self) -> bool {
@@ -173,7 +179,7 @@ where
     let finish = async {
         if ending.sends_close_frame() {
             let code = ending.code.unwrap_or(close_code::NORMAL);
-            if ws.close(code, &ending.reason).await.is_err() {
+            if ws.close(code, &ending.reason).await.is_err() || !ending.awaits_close_reply() {
                 return;
             }
             // Read until the client's Close arrives (messages after ours are not forwarded).
@@ -193,6 +199,9 @@ where
     {
         debug!("closing handshake timed out");
     }
+    // The server closes the TCP connection first (RFC 6455 section 7.1.1), now rather than
+    // after the backend requests still owed.
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, ws.shutdown()).await;
 }
 
 #[cfg(test)]
