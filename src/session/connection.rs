@@ -85,7 +85,9 @@ where
             Ending::internal_error()
         }
     };
-    task.finish(ending).await;
+    // Boxed: closing (the POSTs still owed, the disconnect POST) is a large future, and inline
+    // it would make every idle connection's task that large.
+    Box::pin(task.finish(ending)).await;
 }
 
 /// The text of a caught panic, for the log.

@@ -197,16 +197,15 @@ async fn upgrade_and_run(on_upgrade: OnUpgrade, connection: Connection, sessions
         Err(e) => {
             let ending = Ending::client_gone(&format!("upgrade failed: {e}"));
             drop(connection.registration);
+            // Boxed, like the connection task's closing: a large future, rarely needed.
             if let Some(url) = &connection.disconnect_url
-                && let Err(e) = sessions
-                    .backend
-                    .post_disconnect(
-                        url,
-                        &connection.callback,
-                        &connection.request_ids,
-                        ending.report(),
-                    )
-                    .await
+                && let Err(e) = Box::pin(sessions.backend.post_disconnect(
+                    url,
+                    &connection.callback,
+                    &connection.request_ids,
+                    ending.report(),
+                ))
+                .await
             {
                 warn!(error = %e.detail(), "disconnect POST failed");
             }
