@@ -14,13 +14,13 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
-use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tracing::warn;
 
 use crate::config::CallbackConfig;
 use crate::logging::worth_logging;
 use crate::metrics::Metrics;
 use crate::protocol::Payload;
+use crate::session::mailbox::Refused;
 use crate::session::registry::{ConnectionHandle, ConnectionId, Outbound, Registry};
 use body::{BodyLimits, CALLBACK_BODY_WAIT, discard, read_body};
 use close::close_params;
@@ -102,9 +102,7 @@ impl Callbacks {
         // arrives (bounded by the size limit and the body timeout), so the caller sees the 503
         // rather than a connection reset in the middle of its upload.
         let queued_now = handle.stats.queued_bytes.load(Ordering::Acquire);
-        if handle.sender.capacity() == 0
-            || (queued_now > 0 && queued_now >= config.send_queue_bytes)
-        {
+        if !handle.mailbox.has_room() || (queued_now > 0 && queued_now >= config.send_queue_bytes) {
             discard(body, config.max_message_size, config.body_timeout).await;
             return Err(self.queue_full(&handle, id));
         }
@@ -149,17 +147,17 @@ impl Callbacks {
         let before = queued.fetch_add(len, Ordering::AcqRel);
         let full = before > 0 && before + len > self.config.send_queue_bytes;
         let result = if full {
-            Err(TrySendError::Full(Outbound::Message(payload)))
+            Err(Refused::Full(Outbound::Message(payload)))
         } else {
-            handle.sender.try_send(Outbound::Message(payload))
+            handle.mailbox.try_send(Outbound::Message(payload))
         };
         match result {
             Ok(()) => Ok(StatusCode::ACCEPTED),
             Err(e) => {
                 queued.fetch_sub(len, Ordering::AcqRel);
                 match e {
-                    TrySendError::Full(_) => Err(self.queue_full(handle, id)),
-                    TrySendError::Closed(_) => Err(ApiError::UnknownConnection),
+                    Refused::Full(_) => Err(self.queue_full(handle, id)),
+                    Refused::Closed => Err(ApiError::UnknownConnection),
                 }
             }
         }
@@ -175,13 +173,13 @@ impl Callbacks {
             .lookup(&id)
             .ok_or(ApiError::UnknownConnection)?;
         let close = Outbound::Close { code, reason };
-        match handle.sender.send_timeout(close, CLOSE_QUEUE_WAIT).await {
+        match handle.mailbox.send_within(close, CLOSE_QUEUE_WAIT).await {
             Ok(()) => Ok(StatusCode::NO_CONTENT),
-            Err(SendTimeoutError::Timeout(_)) => Err(ApiError::QueueFull {
-                capacity: handle.sender.max_capacity(),
+            Err(Refused::Full(_)) => Err(ApiError::QueueFull {
+                capacity: handle.mailbox.capacity(),
                 bytes: self.config.send_queue_bytes,
             }),
-            Err(SendTimeoutError::Closed(_)) => Err(ApiError::UnknownConnection),
+            Err(Refused::Closed) => Err(ApiError::UnknownConnection),
         }
     }
 
@@ -254,7 +252,7 @@ impl Callbacks {
             warn!(conn.id = %id, queue_full_total = total, "callback refused: the client's send queue is full");
         }
         ApiError::QueueFull {
-            capacity: handle.sender.max_capacity(),
+            capacity: handle.mailbox.capacity(),
             bytes: self.config.send_queue_bytes,
         }
     }

@@ -30,7 +30,6 @@ use std::sync::atomic::Ordering;
 use futures_util::FutureExt;
 use reqwest::header::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tracing::{error, info, warn};
 
@@ -47,7 +46,7 @@ use crate::protocol::close_code;
 use crate::protocol::payload::Payload;
 use crate::protocol::{Cause, Initiator};
 use crate::session::close::Ending;
-use crate::session::registry::{ConnectionStats, Outbound, Registration};
+use crate::session::registry::{ConnectionHandle, Outbound, Registration};
 
 type FramePost = Pin<Box<dyn Future<Output = Result<Option<Payload>, BackendError>> + Send>>;
 
@@ -60,9 +59,8 @@ pub(crate) struct Connection {
     /// The `x-ws-proxy-request-id`s of this connection's backend requests.
     pub(crate) request_ids: RequestIds,
     pub(crate) registration: Registration,
-    pub(crate) outbound: mpsc::Receiver<Outbound>,
-    /// Counters shared with the registry (read by `GET {callback}`).
-    pub(crate) stats: Arc<ConnectionStats>,
+    /// The queue the callback API feeds and the counters `GET {callback}` reads.
+    pub(crate) link: ConnectionHandle,
     /// The connect hook's answer body, sent before anything else.
     pub(crate) first_message: Option<Payload>,
     /// This connection's place in the connection limits, released when the task ends.
@@ -127,8 +125,7 @@ struct Task<S> {
     request_ids: RequestIds,
     /// Dropped when the loop ends: callbacks answer 404 from then on.
     registration: Option<Registration>,
-    outbound: mpsc::Receiver<Outbound>,
-    stats: Arc<ConnectionStats>,
+    link: ConnectionHandle,
     first_message: Option<Payload>,
     /// The disconnect POST this connection owes, sent once by [`Task::finish`] or, failing
     /// that, by the guard's `Drop`.
@@ -187,8 +184,7 @@ where
             callback: conn.callback,
             request_ids: conn.request_ids,
             registration: Some(conn.registration),
-            outbound: conn.outbound,
-            stats: conn.stats,
+            link: conn.link,
             first_message: conn.first_message,
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -265,7 +261,7 @@ where
             () = self.sessions.shutdown.cancelled() => Event::Shutdown,
             () = wait_for(self.lifetime.as_mut()) => Event::Lifetime,
             _ = self.ping.tick() => Event::Ping,
-            item = self.outbound.recv() => Event::Outbound(item),
+            item = self.link.mailbox.recv() => Event::Outbound(item),
             result = poll_in_flight(&mut self.in_flight) => Event::Posted(result),
             () = sleep_until(paused_until) => Event::PauseOver,
             message = self.ws.next(), if may_read => Event::Client(message),
@@ -296,7 +292,7 @@ where
             Ok(None) => Ok(()),
             Ok(Some(reply)) => {
                 // Callback messages accepted before the backend answered go first.
-                while let Ok(item) = self.outbound.try_recv() {
+                while let Some(item) = self.link.mailbox.try_recv() {
                     self.deliver(item).await?;
                 }
                 self.write(reply).await
@@ -318,7 +314,7 @@ where
             Read::Message(payload) => {
                 self.admit_rate()?;
                 self.last_seen = Instant::now();
-                self.stats.record_in(payload.len());
+                self.link.stats.record_in(payload.len());
                 self.metrics.messages_in.inc();
                 self.metrics.bytes_in.inc_by(payload.len() as u64);
                 self.pending_bytes += payload.len();
@@ -327,7 +323,7 @@ where
             }
             Read::Control => {
                 self.last_seen = Instant::now();
-                self.stats.touch();
+                self.link.stats.touch();
                 Ok(())
             }
             Read::End(ending) => Err(ending),
@@ -379,7 +375,8 @@ where
     async fn deliver(&mut self, item: Outbound) -> Result<(), Ending> {
         match item {
             Outbound::Message(payload) => {
-                self.stats
+                self.link
+                    .stats
                     .queued_bytes
                     .fetch_sub(payload.len(), Ordering::AcqRel);
                 self.write(payload).await
@@ -401,7 +398,7 @@ where
             Payload::Binary(_) => opcode::BINARY,
         };
         self.send(op, payload.bytes()).await?;
-        self.stats.record_out(len);
+        self.link.stats.record_out(len);
         self.metrics.messages_out.inc();
         self.metrics.bytes_out.inc_by(len as u64);
         Ok(())
@@ -429,14 +426,17 @@ where
         self.metrics.closed(ending.cause);
         // From here on the callback URL answers 404.
         drop(self.registration.take());
-        self.outbound.close();
-        let undelivered = std::iter::from_fn(|| self.outbound.try_recv().ok())
+        let undelivered = self
+            .link
+            .mailbox
+            .close()
+            .iter()
             .filter(|o| !matches!(o, Outbound::Close { .. }))
             .count();
         close_client(&mut self.ws, &ending).await;
         let unposted = self.post_pending(&ending).await;
         self.disconnect.send(&ending).await;
-        let stats = &self.stats;
+        let stats = &self.link.stats;
         info!(
             %ending,
             messages_in = stats.messages_in.load(Ordering::Relaxed),

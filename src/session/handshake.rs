@@ -9,7 +9,6 @@ use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 use url::Url;
 
@@ -17,7 +16,7 @@ use super::Sessions;
 use super::close::Ending;
 use super::connection::{self, Connection};
 use super::refusal::{self, Refusal, limit_refusal};
-use super::registry::{ConnectionHandle, ConnectionId, ConnectionStats, register};
+use super::registry::{ConnectionId, ConnectionStats, Link, register};
 use super::request::{
     BackendUrls, backend_urls, check_header_sizes, check_origin, check_upgrade,
     offered_subprotocols,
@@ -146,18 +145,18 @@ async fn open<B>(
         }
         None => Hooked::default(),
     };
-    let (sender, receiver) = mpsc::channel(sessions.config.send_queue);
-    let stats = Arc::new(ConnectionStats::new(hooked.subprotocol.clone()));
-    let handle = ConnectionHandle::new(sender, Arc::clone(&stats));
+    let handle = Link::handle(
+        sessions.config.send_queue,
+        ConnectionStats::new(hooked.subprotocol.clone()),
+    );
     let backend = &sessions.backend;
     let connection = Connection {
         frame_url: Arc::new(backend.target(admitted.urls.frame)),
         disconnect_url: admitted.urls.disconnect.map(|u| backend.target(u)),
         callback,
         request_ids,
-        registration: register(&sessions.registry, id, handle),
-        outbound: receiver,
-        stats,
+        registration: register(&sessions.registry, id, Arc::clone(&handle)),
+        link: handle,
         first_message: hooked.first_message,
         slot: admitted.slot,
     };

@@ -18,6 +18,7 @@ use registry::Registry;
 pub(crate) mod close;
 pub(crate) mod connection;
 pub(crate) mod handshake;
+pub(crate) mod mailbox;
 mod obligations;
 pub(crate) mod refusal;
 pub(crate) mod registry;

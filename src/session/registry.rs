@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::mailbox::Mailbox;
 use crate::protocol::payload::Payload;
 
 /// A connection's identifier: a random (v4) UUID from the operating system's CSPRNG. It is the
@@ -79,34 +79,35 @@ pub(crate) enum Outbound {
     Close { code: u16, reason: String },
 }
 
-/// The sending half of a connection's outbound queue.
-pub(crate) type OutboundSender = mpsc::Sender<Outbound>;
-
 /// Callback bodies read at once for one connection. Bodies of ordinary callers arrive whole in
 /// a packet or two, so two at a time cost them nothing; a caller that announces bodies and
 /// trickles them can then hold at most two reads of the one connection whose URL it holds,
 /// never the bridge's capacity for other connections.
 pub(crate) const CALLBACK_BODIES_PER_CONNECTION: usize = 2;
 
-/// What the registry keeps for one connection: its queue and its live counters.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectionHandle {
+/// What the registry keeps for one connection, shared by its task and the callback API, in
+/// one allocation: its outbound queue, its live counters, its callback body reads.
+pub(crate) type ConnectionHandle = Arc<Link>;
+
+/// The parts of a [`ConnectionHandle`].
+#[derive(Debug)]
+pub(crate) struct Link {
     /// Where the callback API queues messages and close requests.
-    pub(crate) sender: OutboundSender,
+    pub(crate) mailbox: Mailbox,
     /// Counters the connection task updates and `GET {callback}` reads.
-    pub(crate) stats: Arc<ConnectionStats>,
+    pub(crate) stats: ConnectionStats,
     /// Callback bodies being read for this connection ([`CALLBACK_BODIES_PER_CONNECTION`]).
-    pub(crate) body_reads: Arc<tokio::sync::Semaphore>,
+    pub(crate) body_reads: tokio::sync::Semaphore,
 }
 
-impl ConnectionHandle {
-    /// The handle of a connection whose queue is fed through `sender`.
-    pub(crate) fn new(sender: OutboundSender, stats: Arc<ConnectionStats>) -> Self {
-        ConnectionHandle {
-            sender,
+impl Link {
+    /// The handle of a new connection with a queue of `capacity` messages.
+    pub(crate) fn handle(capacity: usize, stats: ConnectionStats) -> ConnectionHandle {
+        Arc::new(Link {
+            mailbox: Mailbox::new(capacity),
             stats,
-            body_reads: Arc::new(tokio::sync::Semaphore::new(CALLBACK_BODIES_PER_CONNECTION)),
-        }
+            body_reads: tokio::sync::Semaphore::new(CALLBACK_BODIES_PER_CONNECTION),
+        })
     }
 }
 
@@ -304,9 +305,7 @@ mod tests {
     fn guard_removes_the_entry() {
         let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::default());
         let id = ConnectionId::random();
-        let (sender, _rx) = mpsc::channel(1);
-        let stats = Arc::new(ConnectionStats::new(None));
-        let guard = register(&registry, id, ConnectionHandle::new(sender, stats));
+        let guard = register(&registry, id, Link::handle(1, ConnectionStats::new(None)));
         assert!(registry.lookup(&id).is_some());
         drop(guard);
         assert!(registry.lookup(&id).is_none());

@@ -132,9 +132,24 @@ where
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Some(Err(e))),
             }
+            if self.read.is_empty() {
+                // Nothing waits: read onto the stack first, so that an idle connection, whose
+                // read stays pending, holds no buffer. What arrives is copied into a buffer of
+                // its size (a small copy; a large payload's rest is read in place below).
+                let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
+                if let Err(e) = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                if buf.filled().is_empty() {
+                    return Poll::Ready(None);
+                }
+                self.read = BytesMut::from(buf.filled());
+                continue;
+            }
             // Room for the rest of the frame at the head of the buffer, all of it at once (the
-            // pages are touched only as bytes arrive), so a large payload is read straight into
-            // its place: one copy, from the socket.
+            // pages are touched only as bytes arrive), so a large payload is read straight
+            // into its place: one copy, from the socket.
             let wanted = self.bytes_wanted();
             if self.read.capacity() - self.read.len() < wanted {
                 self.read.reserve(wanted.max(READ_CHUNK));
