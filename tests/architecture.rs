@@ -29,9 +29,16 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "publish",
+        &[
+            "protocol", "policy", "metrics", "logging", "config", "session",
+        ],
+    ),
+    (
         "server",
         &[
             "protocol", "policy", "metrics", "logging", "config", "backend", "session", "callback",
+            "publish",
         ],
     ),
 ];

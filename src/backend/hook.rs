@@ -24,6 +24,8 @@ pub(crate) enum ConnectAnswer {
         subprotocol: Option<String>,
         /// A non-empty answer body: the first message to the client.
         first_message: Option<Payload>,
+        /// `x-ws-proxy-subscribe`: channels the connection starts in.
+        subscribe: Option<HeaderValue>,
     },
     /// Non-2xx: refuse the handshake with this status and (at most [`MAX_REFUSAL_BODY`] bytes
     /// of) this body.
@@ -91,6 +93,11 @@ impl BackendClient {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty());
+        let subscribe = answer
+            .response
+            .headers()
+            .get(crate::protocol::HEADER_SUBSCRIBE)
+            .cloned();
         let body =
             super::post::read_limited(answer.response, self.settings.config.max_reply_size).await?;
         let first_message = if body.is_empty() {
@@ -104,6 +111,7 @@ impl BackendClient {
         Ok(ConnectAnswer::Accept {
             subprotocol,
             first_message,
+            subscribe,
         })
     }
 }

@@ -37,6 +37,7 @@ pub(crate) mod ssrf;
 
 pub(crate) use error::BackendError;
 pub(crate) use hook::ConnectAnswer;
+pub(crate) use post::FrameAnswer;
 pub(crate) use request_id::RequestIds;
 
 /// What the client runs on: its configuration and where it counts.
@@ -52,6 +53,29 @@ struct Settings {
 struct Answer {
     response: reqwest::Response,
     _permit: OwnedSemaphorePermit,
+}
+
+/// The channel headers of a backend's answer, as sent (parsed by the session layer).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ChannelHeaders {
+    /// `x-ws-proxy-subscribe`: channels to join.
+    pub(crate) subscribe: Option<HeaderValue>,
+    /// `x-ws-proxy-unsubscribe`: channels to leave.
+    pub(crate) unsubscribe: Option<HeaderValue>,
+}
+
+impl ChannelHeaders {
+    /// Whether the answer named no channel at all (the usual case).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.subscribe.is_none() && self.unsubscribe.is_none()
+    }
+
+    fn of(headers: &reqwest::header::HeaderMap) -> Self {
+        ChannelHeaders {
+            subscribe: headers.get(crate::protocol::HEADER_SUBSCRIBE).cloned(),
+            unsubscribe: headers.get(crate::protocol::HEADER_UNSUBSCRIBE).cloned(),
+        }
+    }
 }
 
 /// A backend URL with its host's concurrency limit (and, for `http://`, its connection pool)

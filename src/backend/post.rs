@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::h1;
 use super::request_id::RequestIds;
 use super::retry::retry_after;
-use super::{BackendClient, BackendError, BackendTarget};
+use super::{BackendClient, BackendError, BackendTarget, ChannelHeaders};
 use crate::metrics::RequestKind;
 use crate::protocol::signing::SignedRequest;
 use crate::protocol::{
@@ -111,6 +111,7 @@ impl BackendClient {
                         content_type: answer.content_type,
                         retry_after: answer.retry_after,
                         explicit_reply: answer.explicit_reply,
+                        channels: answer.channels,
                         body: answer.body,
                     })
                 }
@@ -130,12 +131,14 @@ impl BackendClient {
                     let explicit_reply = headers
                         .get(HEADER_REPLY)
                         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+                    let channels = ChannelHeaders::of(headers);
                     let body = read_limited(response, config.max_reply_size).await?;
                     Ok(Reply {
                         status,
                         content_type,
                         retry_after,
                         explicit_reply,
+                        channels,
                         body,
                     })
                 }
@@ -156,7 +159,7 @@ impl BackendClient {
         ids: &RequestIds,
         seq: u64,
         payload: &Payload,
-    ) -> Result<Option<Payload>, BackendError> {
+    ) -> Result<FrameAnswer, BackendError> {
         let content_type = match payload {
             Payload::Text(_) => TEXT_CONTENT_TYPE,
             Payload::Binary(_) => BINARY_CONTENT_TYPE,
@@ -170,13 +173,20 @@ impl BackendClient {
             close: None,
             body: payload.bytes(),
         };
-        let reply = self.send_with_retries(target, &post).await?;
-        if reply.body.is_empty() && !reply.explicit_reply {
-            return Ok(None);
+        let answer = self.send_with_retries(target, &post).await?;
+        let channels = answer.channels;
+        if answer.body.is_empty() && !answer.explicit_reply {
+            return Ok(FrameAnswer {
+                reply: None,
+                channels,
+            });
         }
-        Payload::from_http(reply.content_type.as_ref(), reply.body)
-            .map(Some)
-            .map_err(|_| BackendError::ReplyNotUtf8)
+        let reply = Payload::from_http(answer.content_type.as_ref(), answer.body)
+            .map_err(|_| BackendError::ReplyNotUtf8)?;
+        Ok(FrameAnswer {
+            reply: Some(reply),
+            channels,
+        })
     }
 
     /// POSTs the disconnect notice for an ended connection, retrying transient failures: it is
@@ -317,7 +327,16 @@ struct Reply {
     retry_after: Option<HeaderValue>,
     /// `x-ws-proxy-reply: true`: the body is a reply even when empty.
     explicit_reply: bool,
+    channels: ChannelHeaders,
     body: Bytes,
+}
+
+/// A frame POST's 2xx answer: the reply to the client, if any, and the channels it joins or
+/// leaves.
+#[derive(Debug, Default)]
+pub(crate) struct FrameAnswer {
+    pub(crate) reply: Option<Payload>,
+    pub(crate) channels: ChannelHeaders,
 }
 
 /// Reads a reqwest answer's body, refusing more than `limit` bytes; a body that arrives in one

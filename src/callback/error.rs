@@ -5,6 +5,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::close::CloseParamError;
+use crate::protocol::channel::BadName;
+use crate::session::channels::TooMany;
 use crate::session::registry::CALLBACK_BODIES_PER_CONNECTION;
 
 /// Seconds suggested in `Retry-After` when a client's send queue is full.
@@ -62,6 +64,17 @@ pub(crate) enum ApiError {
     /// 400: invalid `code` or `reason` on `DELETE`.
     #[error(transparent)]
     BadClose(#[from] CloseParamError),
+    /// 400: `{callback}/channels/{name}` names no valid channel.
+    #[error(transparent)]
+    BadChannel(#[from] BadName),
+    /// 413: the connection is in `--max-channels-per-connection` channels already.
+    #[error("{0}; leave one first")]
+    TooManyChannels(#[from] TooMany),
+    /// 405: a method `{callback}/channels/{name}` does not serve.
+    #[error(
+        "method not allowed: {{callback}}/channels/{{name}} takes PUT (join), DELETE (leave) and OPTIONS"
+    )]
+    ChannelMethod,
     /// 405: a method the callback API does not serve.
     #[error(
         "method not allowed: callback URLs take POST (send), DELETE (close), GET (facts) and OPTIONS"
@@ -75,14 +88,16 @@ impl ApiError {
         match self {
             ApiError::UnknownConnection => StatusCode::NOT_FOUND,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotUtf8 | ApiError::BadBody(_) | ApiError::BadClose(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::NotUtf8
+            | ApiError::BadBody(_)
+            | ApiError::BadClose(_)
+            | ApiError::BadChannel(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooManyChannels(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull { .. } | ApiError::Busy { .. } | ApiError::ConnectionBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::ForeignOrigin(_) => StatusCode::FORBIDDEN,
-            ApiError::Method => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Method | ApiError::ChannelMethod => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -95,6 +110,12 @@ impl IntoResponse for ApiError {
         match self.status() {
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            _ if matches!(self, ApiError::ChannelMethod) => {
+                headers.insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("PUT, DELETE, OPTIONS"),
+                );
             }
             StatusCode::METHOD_NOT_ALLOWED => {
                 headers.insert(

@@ -1,6 +1,7 @@
 //! The callback API at `{base-url}/{id}`: backends (or anyone holding the URL) `POST` a body
 //! to send it to that client as one message, `DELETE` to close the socket, `GET` to read its
-//! counters, `OPTIONS` for a browser's CORS preflight. One service ([`Callbacks::serve`]) takes
+//! counters and channels, `OPTIONS` for a browser's CORS preflight; `PUT` and `DELETE` on
+//! `{base-url}/{id}/channels/{name}` join and leave a channel. One service ([`Callbacks::serve`]) takes
 //! every callback request: one origin check, one CORS function, one response counter. It never
 //! writes to a client socket itself, only to the connection's bounded queue, found through the
 //! registry. Failures are [`ApiError`]s, each with its status code.
@@ -20,6 +21,8 @@ use crate::config::CallbackConfig;
 use crate::logging::worth_logging;
 use crate::metrics::Metrics;
 use crate::protocol::Payload;
+use crate::protocol::channel::ChannelName;
+use crate::session::channels::Channels;
 use crate::session::mailbox::Refused;
 use crate::session::registry::{ConnectionHandle, ConnectionId, Outbound, Registry};
 use body::{BodyLimits, CALLBACK_BODY_WAIT, discard, read_body};
@@ -40,6 +43,7 @@ const PREFLIGHT_MAX_AGE: &str = "86400";
 pub(crate) struct Callbacks {
     config: CallbackConfig,
     registry: Arc<dyn Registry>,
+    channels: Arc<Channels>,
     metrics: Arc<Metrics>,
     /// Bytes of callback bodies held while being read (`--callback-body-memory`), one permit
     /// per byte.
@@ -50,23 +54,37 @@ impl Callbacks {
     pub(crate) fn new(
         config: CallbackConfig,
         registry: Arc<dyn Registry>,
+        channels: Arc<Channels>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Callbacks {
             body_memory: Semaphore::new(config.body_memory),
             config,
             registry,
+            channels,
             metrics,
         }
     }
 
-    /// Serves one request to the callback URL of connection `id`: refuses foreign origins,
-    /// dispatches on the method, adds the CORS headers, counts the answer.
-    pub(crate) async fn serve(&self, id: &str, request: Request<Body>) -> Response {
+    /// Serves one request to the callback URL of connection `id` (or to its `channels/{name}`
+    /// when `channel` is given): refuses foreign origins, dispatches on the method, adds the
+    /// CORS headers, counts the answer.
+    pub(crate) async fn serve(
+        &self,
+        id: &str,
+        channel: Option<&str>,
+        request: Request<Body>,
+    ) -> Response {
         let (parts, body) = request.into_parts();
-        let result = match self.check_origin(&parts.headers) {
-            Err(e) => Err(e),
-            Ok(()) => match parts.method {
+        let result = match (self.check_origin(&parts.headers), channel) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(channel)) => match parts.method {
+                Method::OPTIONS => Ok(preflight()),
+                method => self
+                    .membership(id, channel, &method)
+                    .map(IntoResponse::into_response),
+            },
+            (Ok(()), None) => match parts.method {
                 Method::POST => self
                     .post(id, &parts.headers, body)
                     .await
@@ -101,8 +119,7 @@ impl Callbacks {
         // A full queue is refused without keeping the body: it is read and thrown away as it
         // arrives (bounded by the size limit and the body timeout), so the caller sees the 503
         // rather than a connection reset in the middle of its upload.
-        let queued_now = handle.stats.queued_bytes.load(Ordering::Acquire);
-        if !handle.mailbox.has_room() || (queued_now > 0 && queued_now >= config.send_queue_bytes) {
+        if !handle.mailbox.has_room() {
             discard(body, config.max_message_size, config.body_timeout).await;
             return Err(self.queue_full(&handle, id));
         }
@@ -134,32 +151,17 @@ impl Callbacks {
         self.enqueue(&handle, id, payload)
     }
 
-    /// Puts a message in the connection's queue, within its byte budget (a message larger
-    /// than the budget still fits an empty queue).
+    /// Puts a message in the connection's queue, within its bounds.
     fn enqueue(
         &self,
         handle: &ConnectionHandle,
         id: ConnectionId,
         payload: Payload,
     ) -> Result<StatusCode, ApiError> {
-        let len = payload.len();
-        let queued = &handle.stats.queued_bytes;
-        let before = queued.fetch_add(len, Ordering::AcqRel);
-        let full = before > 0 && before + len > self.config.send_queue_bytes;
-        let result = if full {
-            Err(Refused::Full(Outbound::Message(payload)))
-        } else {
-            handle.mailbox.try_send(Outbound::Message(payload))
-        };
-        match result {
+        match handle.mailbox.try_send(Outbound::Message(payload)) {
             Ok(()) => Ok(StatusCode::ACCEPTED),
-            Err(e) => {
-                queued.fetch_sub(len, Ordering::AcqRel);
-                match e {
-                    Refused::Full(_) => Err(self.queue_full(handle, id)),
-                    Refused::Closed => Err(ApiError::UnknownConnection),
-                }
-            }
+            Err(Refused::Full(_)) => Err(self.queue_full(handle, id)),
+            Err(Refused::Closed) => Err(ApiError::UnknownConnection),
         }
     }
 
@@ -177,10 +179,28 @@ impl Callbacks {
             Ok(()) => Ok(StatusCode::NO_CONTENT),
             Err(Refused::Full(_)) => Err(ApiError::QueueFull {
                 capacity: handle.mailbox.capacity(),
-                bytes: self.config.send_queue_bytes,
+                bytes: handle.mailbox.byte_capacity(),
             }),
             Err(Refused::Closed) => Err(ApiError::UnknownConnection),
         }
+    }
+
+    /// `PUT` (join) or `DELETE` (leave) `{callback}/channels/{name}`: 204; leaving a channel
+    /// the connection is not in is a no-op.
+    fn membership(&self, id: &str, channel: &str, method: &Method) -> Result<StatusCode, ApiError> {
+        let join = match *method {
+            Method::PUT => true,
+            Method::DELETE => false,
+            _ => return Err(ApiError::ChannelMethod),
+        };
+        let name = ChannelName::parse(channel)?;
+        let (id, handle) = self.lookup(id).ok_or(ApiError::UnknownConnection)?;
+        if join {
+            self.channels.join(id, &handle, &name)?;
+        } else {
+            self.channels.leave(id, &handle, &name);
+        }
+        Ok(StatusCode::NO_CONTENT)
     }
 
     /// `GET`: facts about a live connection as JSON.
@@ -196,6 +216,7 @@ impl Callbacks {
             messages_out: stats.messages_out.load(Ordering::Relaxed),
             bytes_out: stats.bytes_out.load(Ordering::Relaxed),
             last_activity: humantime::format_rfc3339_millis(stats.last_activity()).to_string(),
+            channels: self.channels.of(&handle),
         }))
     }
 
@@ -253,7 +274,7 @@ impl Callbacks {
         }
         ApiError::QueueFull {
             capacity: handle.mailbox.capacity(),
-            bytes: self.config.send_queue_bytes,
+            bytes: handle.mailbox.byte_capacity(),
         }
     }
 }
@@ -265,7 +286,7 @@ fn preflight() -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, GET, DELETE"),
+        HeaderValue::from_static("POST, GET, PUT, DELETE"),
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -297,4 +318,6 @@ pub(crate) struct ConnectionInfo {
     bytes_out: u64,
     /// Last frame from or message to the client (RFC 3339, UTC).
     last_activity: String,
+    /// The channels the connection is in, sorted.
+    channels: Vec<String>,
 }

@@ -311,6 +311,50 @@ pub struct Cli {
     #[serde(serialize_with = "show::optional_duration")]
     pub(crate) max_connection_lifetime: Option<Duration>,
 
+    /// Channels one connection may be in at once; joins beyond it get 413 (callback API) or
+    /// are logged and skipped (answer headers). [default: 64]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_MAX_CHANNELS_PER_CONNECTION",
+        default_value_t = 64,
+        value_name = "N"
+    )]
+    pub(crate) max_channels_per_connection: usize,
+
+    /// Address of a separate listener for the publish API (`POST /publish/` in GRIP's JSON,
+    /// `POST /channels/{name}`), HOST:PORT. A non-loopback address needs --publish-secret.
+    /// [default: none, off]
+    #[arg(long, env = "WS_BRIDGE_PUBLISH_ADDRESS", value_name = "HOST:PORT")]
+    pub(crate) publish_address: Option<String>,
+
+    /// Secret publishers must present, as `Authorization: Bearer <secret>` or as the key of
+    /// an HS256 JWT (`Bearer <jwt>`, GRIP's control_iss/key); at least 32 bytes; repeatable
+    /// (any one is accepted, for rotation). [default: none]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_PUBLISH_SECRET",
+        value_name = "SECRET",
+        value_delimiter = '\n',
+        hide_env_values = true
+    )]
+    #[serde(serialize_with = "show::secrets")]
+    pub(crate) publish_secret: Vec<String>,
+
+    /// File holding a publish secret (one trailing newline is ignored); repeatable.
+    /// [default: none]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_PUBLISH_SECRET_FILE",
+        value_name = "PATH",
+        value_delimiter = '\n'
+    )]
+    pub(crate) publish_secret_file: Vec<PathBuf>,
+
+    /// Largest publish request body, in bytes (each message in it is also bound by
+    /// --max-message-size). [default: 8MiB]
+    #[arg(long, env = "WS_BRIDGE_MAX_PUBLISH_SIZE", default_value = "8MiB", value_name = "BYTES", value_parser = parse_size)]
+    pub(crate) max_publish_size: usize,
+
     /// Address of a separate listener serving Prometheus metrics at /metrics, HOST:PORT.
     /// [default: none, off]
     #[arg(long, env = "WS_BRIDGE_METRICS_ADDRESS", value_name = "HOST:PORT")]

@@ -3,7 +3,7 @@
 //! the TLS files and secrets. Nothing is bound before a `Config` exists.
 //!
 //! A `Config` is one typed sub-config per consumer ([`ServerConfig`], [`SessionConfig`],
-//! [`CallbackConfig`], [`BackendConfig`], [`LimitsConfig`]): each part of the bridge is handed
+//! [`CallbackConfig`], [`BackendConfig`], [`LimitsConfig`], [`PublishConfig`]): each part of the bridge is handed
 //! its own and sees nothing else. This module owns no sockets and starts no tasks.
 //!
 //!
@@ -27,8 +27,10 @@ use cli::MAX_MAX_MESSAGE_SIZE;
 use parse::{ValueError, resolve_address};
 use tls::TlsError;
 
+pub(crate) use publish::PublishConfig;
 pub(crate) mod cli;
 pub(crate) mod parse;
+mod publish;
 pub(crate) mod tls;
 
 pub(crate) use cli::RateLimitAction;
@@ -79,6 +81,11 @@ pub enum ConfigError {
     /// A `--callback-cors-origin` entry is not a valid header value.
     #[error("--callback-cors-origin {0:?}: not a valid origin")]
     CorsOrigin(String),
+    /// `--publish-address` is not loopback and no `--publish-secret` was given.
+    #[error(
+        "--publish-address {0} is reachable from other machines but no --publish-secret was given: set one (e.g. openssl rand -hex 32), or listen on 127.0.0.1"
+    )]
+    PublishWithoutSecret(SocketAddr),
     /// A numeric flag is out of range.
     #[error("{flag} {value}: {reason}")]
     OutOfRange {
@@ -96,6 +103,7 @@ pub struct Config {
     pub(crate) callback: CallbackConfig,
     pub(crate) backend: BackendConfig,
     pub(crate) limits: LimitsConfig,
+    pub(crate) publish: PublishConfig,
     /// The flags as `--check-config` prints them.
     description: String,
 }
@@ -136,6 +144,10 @@ pub(crate) struct SessionConfig {
     pub(crate) max_message_size: usize,
     /// Capacity of each connection's outbound queue, in messages.
     pub(crate) send_queue: usize,
+    /// Capacity of each connection's outbound queue, in payload bytes.
+    pub(crate) send_queue_bytes: usize,
+    /// Channels one connection may be in.
+    pub(crate) max_channels_per_connection: usize,
     /// Client messages read ahead while a POST is in flight.
     pub(crate) read_ahead_messages: usize,
     /// Client bytes read ahead while a POST is in flight.
@@ -157,8 +169,6 @@ pub(crate) struct SessionConfig {
 pub(crate) struct CallbackConfig {
     /// Largest callback body, in bytes.
     pub(crate) max_message_size: usize,
-    /// Capacity of each connection's outbound queue, in bytes.
-    pub(crate) send_queue_bytes: usize,
     /// Origins allowed to use callback URLs from a browser; `None` means any (`*`).
     pub(crate) cors_origins: Option<Vec<HeaderValue>>,
     /// Time for a whole callback body to arrive.
@@ -212,6 +222,7 @@ impl TryFrom<Cli> for Config {
                 max_connections: cli.max_connections,
                 max_connections_per_ip: cli.max_connections_per_ip,
             },
+            publish: publish::publish_config(&cli)?,
             server,
             description: cli.describe(),
         })
@@ -276,6 +287,8 @@ fn session_config(cli: &Cli, tls: bool) -> Result<SessionConfig, ConfigError> {
         tls,
         max_message_size: cli.max_message_size,
         send_queue: cli.send_queue,
+        send_queue_bytes: cli.send_queue_bytes,
+        max_channels_per_connection: cli.max_channels_per_connection,
         read_ahead_messages: cli.read_ahead_messages,
         read_ahead_bytes: cli.read_ahead_bytes,
         rate_limit: (cli.max_messages_per_second > 0)
@@ -303,7 +316,6 @@ fn callback_config(cli: &Cli) -> Result<CallbackConfig, ConfigError> {
     };
     Ok(CallbackConfig {
         max_message_size: cli.max_message_size,
-        send_queue_bytes: cli.send_queue_bytes,
         cors_origins,
         body_timeout: cli.handshake_timeout,
         body_memory: cli.callback_body_memory,
@@ -376,6 +388,18 @@ fn check_ranges(cli: &Cli) -> Result<(), ConfigError> {
             100_000,
         ),
         ("--max-connections", cli.max_connections, 1, 10_000_000),
+        (
+            "--max-channels-per-connection",
+            cli.max_channels_per_connection,
+            1,
+            100_000,
+        ),
+        (
+            "--max-publish-size",
+            cli.max_publish_size,
+            1,
+            MAX_MAX_MESSAGE_SIZE,
+        ),
     ] {
         if value < min || value > max {
             return Err(ConfigError::OutOfRange {
@@ -461,13 +485,27 @@ impl Config {
 
 /// Builds the signer from `--signing-secret` values and `--signing-secret-file` contents.
 fn signer(secrets: &[String], files: &[PathBuf]) -> Result<Option<Signer>, ConfigError> {
+    let all = read_secrets(
+        ("--signing-secret", "--signing-secret-file"),
+        secrets,
+        files,
+    )?;
+    Ok((!all.is_empty()).then(|| Signer::new(&all)))
+}
+
+/// The secrets given inline and in files, each at least [`MIN_SECRET_BYTES`] long.
+pub(crate) fn read_secrets(
+    (flag, file_flag): (&'static str, &'static str),
+    secrets: &[String],
+    files: &[PathBuf],
+) -> Result<Vec<Vec<u8>>, ConfigError> {
     let mut all: Vec<Vec<u8>> = Vec::new();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         all.push(secret.as_bytes().to_vec());
     }
     for path in files {
         let mut bytes = std::fs::read(path).map_err(|e| ConfigError::Secret {
-            flag: "--signing-secret-file",
+            flag: file_flag,
             reason: format!("cannot read {path:?} ({e})"),
         })?;
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -477,14 +515,14 @@ fn signer(secrets: &[String], files: &[PathBuf]) -> Result<Option<Signer>, Confi
     }
     if let Some(short) = all.iter().find(|s| s.len() < MIN_SECRET_BYTES) {
         return Err(ConfigError::Secret {
-            flag: "--signing-secret",
+            flag,
             reason: format!(
                 "a secret of {} bytes is too short: use at least {MIN_SECRET_BYTES} random bytes (e.g. openssl rand -hex 32)",
                 short.len()
             ),
         });
     }
-    Ok((!all.is_empty()).then(|| Signer::new(&all)))
+    Ok(all)
 }
 
 #[cfg(test)]

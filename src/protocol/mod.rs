@@ -4,6 +4,7 @@
 //! [`payload`] maps content types to text or binary messages; [`signing`] is the signature
 //! scheme. Pure data and functions: no I/O, no dependency on any other module of the bridge.
 
+pub(crate) mod channel;
 pub(crate) mod payload;
 pub(crate) mod signing;
 
@@ -42,6 +43,10 @@ pub(crate) const HEADER_CLOSE_INITIATOR: &str = "x-ws-proxy-close-initiator";
 pub(crate) const HEADER_CLOSE_CAUSE: &str = "x-ws-proxy-close-cause";
 /// `x-ws-proxy-reply: true` on a frame POST's answer: the body is a reply even when empty.
 pub(crate) const HEADER_REPLY: &str = "x-ws-proxy-reply";
+/// Answer header (connect hook, frame POST): channels to join, comma-separated.
+pub(crate) const HEADER_SUBSCRIBE: &str = "x-ws-proxy-subscribe";
+/// Answer header (frame POST): channels to leave, comma-separated.
+pub(crate) const HEADER_UNSUBSCRIBE: &str = "x-ws-proxy-unsubscribe";
 /// `x-ws-proxy-signature`: `t=…,v2=…` with `--signing-secret`.
 pub(crate) const HEADER_SIGNATURE: &str = "x-ws-proxy-signature";
 
@@ -63,6 +68,8 @@ pub(crate) mod close_code {
     pub(crate) const SIZE: u16 = 1009;
     /// Internal error (of the bridge or its backend).
     pub(crate) const ERROR: u16 = 1011;
+    /// Try again later: the client read too slowly for a channel (`slow-consumer`).
+    pub(crate) const TRY_AGAIN: u16 = 1013;
 }
 
 /// Longest close reason a Close frame can carry (125-byte payload minus the 2-byte code).
@@ -117,6 +124,8 @@ pub(crate) enum Cause {
     RateLimited,
     /// A fault inside the bridge (a connection task panicked); reported, never expected.
     InternalError,
+    /// A channel publication found the client's send queue full.
+    SlowConsumer,
 }
 
 impl Cause {
@@ -135,6 +144,7 @@ impl Cause {
             Cause::Lifetime => "lifetime",
             Cause::RateLimited => "rate-limited",
             Cause::InternalError => "internal-error",
+            Cause::SlowConsumer => "slow-consumer",
         }
     }
 }

@@ -114,9 +114,12 @@ where
 /// The routes.
 async fn route(app: &App, peer: SocketAddr, request: Request<Incoming>) -> Response {
     let path = request.uri().path();
-    if let Some(id) = callback_id(&app.callback_prefix, path) {
-        let id = id.to_owned();
-        return app.callbacks.serve(&id, request.map(Body::new)).await;
+    if let Some((id, channel)) = callback_path(&app.callback_prefix, path) {
+        let (id, channel) = (id.to_owned(), channel.map(str::to_owned));
+        return app
+            .callbacks
+            .serve(&id, channel.as_deref(), request.map(Body::new))
+            .await;
     }
     match (request.method(), path) {
         (&Method::GET, "/connect") => {
@@ -144,9 +147,19 @@ async fn route(app: &App, peer: SocketAddr, request: Request<Incoming>) -> Respo
 }
 
 /// The id part of a callback path (`{prefix}{id}`), if the path has that shape.
-fn callback_id<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
-    path.strip_prefix(prefix)
-        .filter(|id| id.len() == ConnectionId::LENGTH && !id.contains('/'))
+fn callback_path<'a>(prefix: &str, path: &'a str) -> Option<(&'a str, Option<&'a str>)> {
+    let rest = path.strip_prefix(prefix)?;
+    let (id, rest) = rest.split_at_checked(ConnectionId::LENGTH)?;
+    if id.contains('/') {
+        return None;
+    }
+    match rest {
+        "" => Some((id, None)),
+        _ => rest
+            .strip_prefix("/channels/")
+            .filter(|name| !name.contains('/'))
+            .map(|name| (id, Some(name))),
+    }
 }
 
 #[cfg(test)]
@@ -156,10 +169,23 @@ mod tests {
     #[test]
     fn callback_paths_are_recognised_by_shape() {
         let id = "0d9e4c1e-8a47-4a53-9d3e-3b8f4f0b7d2a";
-        assert_eq!(callback_id("/", &format!("/{id}")), Some(id));
-        assert_eq!(callback_id("/ws/", &format!("/ws/{id}")), Some(id));
-        assert_eq!(callback_id("/", "/connect"), None);
-        assert_eq!(callback_id("/ws/", &format!("/{id}")), None);
-        assert_eq!(callback_id("/", &format!("/{id}/x")), None);
+        assert_eq!(callback_path("/", &format!("/{id}")), Some((id, None)));
+        assert_eq!(
+            callback_path("/ws/", &format!("/ws/{id}")),
+            Some((id, None))
+        );
+        assert_eq!(callback_path("/", "/connect"), None);
+        assert_eq!(callback_path("/ws/", &format!("/{id}")), None);
+        assert_eq!(callback_path("/", &format!("/{id}/x")), None);
+        assert_eq!(
+            callback_path("/", &format!("/{id}/channels/room-1")),
+            Some((id, Some("room-1")))
+        );
+        assert_eq!(callback_path("/", &format!("/{id}/channels/a/b")), None);
+        assert_eq!(
+            callback_path("/", &format!("/{id}/channels/")),
+            Some((id, Some(""))),
+            "an empty name is refused with 400 by the callback API"
+        );
     }
 }

@@ -19,6 +19,8 @@ use crate::callback::Callbacks;
 use crate::config::{BaseUrl, Config};
 use crate::metrics::Metrics;
 use crate::policy::limits::ConnectionLimits;
+use crate::publish::Publisher;
+use crate::session::channels::Channels;
 use crate::session::registry::{LocalRegistry, Registry};
 use crate::session::{SessionParts, Sessions};
 use fdlimit::{DescriptorBudget, OpenFiles};
@@ -37,6 +39,9 @@ pub enum RunError {
     /// The metrics listener could not be bound.
     #[error("cannot listen on {0} (--metrics-address): {1}")]
     MetricsBind(SocketAddr, #[source] std::io::Error),
+    /// The publish listener could not be bound.
+    #[error("cannot listen on {0} (--publish-address): {1}")]
+    PublishBind(SocketAddr, #[source] std::io::Error),
     /// The backend HTTP client could not be built.
     #[error("cannot build the backend HTTP client: {0}")]
     Backend(#[source] reqwest::Error),
@@ -67,21 +72,56 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    let metrics_listener = match config.server.metrics_address {
+    let metrics = match config.server.metrics_address {
         Some(address) => Some(bind(address).map_err(|e| RunError::MetricsBind(address, e))?),
         None => None,
     };
-    run_with(listener, metrics_listener, config, shutdown).await
+    let publish = match config.publish.address {
+        Some(address) => Some(bind(address).map_err(|e| RunError::PublishBind(address, e))?),
+        None => None,
+    };
+    let listeners = Listeners {
+        main: listener,
+        metrics,
+        publish,
+    };
+    run_with(listeners, config, shutdown).await
 }
 
-/// Like [`run`], with the metrics listener already bound (or none), for callers that bind
-/// `127.0.0.1:0`.
+/// The bound listeners a bridge serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// WebSocket handshakes, callbacks, probes.
+    pub main: TcpListener,
+    /// Prometheus metrics at `/metrics`, if wanted.
+    pub metrics: Option<TcpListener>,
+    /// The publish API, if wanted.
+    pub publish: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Just the main listener.
+    pub fn new(main: TcpListener) -> Self {
+        Listeners {
+            main,
+            metrics: None,
+            publish: None,
+        }
+    }
+}
+
+/// Like [`run`], with the listeners already bound, for callers that bind `127.0.0.1:0`
+/// (the config's addresses are then not used).
 pub async fn run_with(
-    listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
+    listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    let Listeners {
+        main: listener,
+        metrics: metrics_listener,
+        publish: publish_listener,
+    } = listeners;
     let local = listener.local_addr().map_err(RunError::LocalAddr)?;
     let metrics = Arc::new(Metrics::new());
     let shutdown_token = CancellationToken::new();
@@ -94,13 +134,27 @@ pub async fn run_with(
         ));
     }
     let grace = config.server.shutdown_grace;
+    let publish_config = config.publish.clone();
     let app = Arc::new(assemble(
         config,
         local,
         metrics_address,
         metrics,
-        shutdown_token,
+        shutdown_token.clone(),
     )?);
+    if let Some(publish_listener) = publish_listener {
+        info!(
+            address = %publish_listener.local_addr().map_err(RunError::LocalAddr)?,
+            authorization = !publish_config.secrets.is_empty(),
+            "publish API listening"
+        );
+        let publisher = Publisher::new(publish_config, Arc::clone(&app.sessions.channels));
+        tokio::spawn(crate::publish::serve(
+            publish_listener,
+            Arc::new(publisher),
+            shutdown_token,
+        ));
+    }
     accept_until(&listener, &app, shutdown).await;
     drain(&listener, &app, grace).await;
     Ok(())
@@ -137,12 +191,17 @@ fn assemble(
         None => own_base_url(server.tls.is_some(), local),
     };
     let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::default());
+    let channels = Arc::new(Channels::new(
+        session.max_channels_per_connection,
+        Arc::clone(&metrics),
+    ));
     let backend = BackendClient::new(&backend, Arc::clone(&metrics)).map_err(RunError::Backend)?;
     let callback_prefix = format!("{}/", base_url.path());
     let sessions = Arc::new(Sessions::new(SessionParts {
         config: session,
         base_url,
         registry: Arc::clone(&registry),
+        channels: Arc::clone(&channels),
         backend,
         limits: Arc::new(connection_limits),
         metrics: Arc::clone(&metrics),
@@ -165,7 +224,7 @@ fn assemble(
         "websocket-bridge listening"
     );
     Ok(App {
-        callbacks: Callbacks::new(callback, registry, metrics),
+        callbacks: Callbacks::new(callback, registry, channels, metrics),
         sessions,
         callback_prefix,
         tls: server.tls.map(tokio_rustls::TlsAcceptor::from),

@@ -37,7 +37,7 @@ use super::Sessions;
 use super::close::{Read, close_client, read_outcome};
 use super::obligations::{DisconnectNotice, DisconnectOwed, OpenConnection};
 use super::ws::{Incoming, WsError, WsStream, frame::opcode};
-use crate::backend::{BackendClient, BackendError, BackendTarget, RequestIds};
+use crate::backend::{BackendClient, BackendError, BackendTarget, FrameAnswer, RequestIds};
 use crate::config::RateLimitAction;
 use crate::logging::worth_logging;
 use crate::metrics::Metrics;
@@ -48,7 +48,11 @@ use crate::protocol::{Cause, Initiator};
 use crate::session::close::Ending;
 use crate::session::registry::{ConnectionHandle, Outbound, Registration};
 
-type FramePost = Pin<Box<dyn Future<Output = Result<Option<Payload>, BackendError>> + Send>>;
+type FramePost = Pin<Box<dyn Future<Output = Result<FrameAnswer, BackendError>> + Send>>;
+
+/// The reason of a `slow-consumer` close.
+pub(crate) const SLOW_CONSUMER: &str =
+    "slow consumer: the client did not keep up with its channels";
 
 /// Everything a connection task needs besides the socket.
 pub(crate) struct Connection {
@@ -110,7 +114,7 @@ enum Event {
     Ping,
     PauseOver,
     Outbound(Option<Outbound>),
-    Posted(Result<Option<Payload>, BackendError>),
+    Posted(Result<FrameAnswer, BackendError>),
     Client(Option<Result<Incoming, WsError>>),
 }
 
@@ -283,12 +287,18 @@ where
         }
     }
 
-    async fn on_posted(
-        &mut self,
-        result: Result<Option<Payload>, BackendError>,
-    ) -> Result<(), Ending> {
+    async fn on_posted(&mut self, result: Result<FrameAnswer, BackendError>) -> Result<(), Ending> {
         self.in_flight = None;
-        match result {
+        if let Ok(answer) = &result
+            && !answer.channels.is_empty()
+            && let Some(registration) = &self.registration
+        {
+            let id = registration.id();
+            self.sessions
+                .channels
+                .apply(id, &self.link, &answer.channels);
+        }
+        match result.map(|answer| answer.reply) {
             Ok(None) => Ok(()),
             Ok(Some(reply)) => {
                 // Callback messages accepted before the backend answered go first.
@@ -374,18 +384,18 @@ where
     /// a close request.
     async fn deliver(&mut self, item: Outbound) -> Result<(), Ending> {
         match item {
-            Outbound::Message(payload) => {
-                self.link
-                    .stats
-                    .queued_bytes
-                    .fetch_sub(payload.len(), Ordering::AcqRel);
-                self.write(payload).await
-            }
+            Outbound::Message(payload) => self.write(payload).await,
             Outbound::Close { code, reason } => Err(Ending::new(
                 Initiator::Backend,
                 Cause::BackendClose,
                 code,
                 &reason,
+            )),
+            Outbound::Evict { code, reason } => Err(Ending::new(
+                Initiator::Bridge,
+                Cause::SlowConsumer,
+                code,
+                reason,
             )),
         }
     }
@@ -408,14 +418,26 @@ where
     /// in time is dropped as too slow.
     async fn send(&mut self, op: u8, payload: &bytes::Bytes) -> Result<(), Ending> {
         let timeout = self.sessions.config.client_write_timeout;
-        match tokio::time::timeout(timeout, self.ws.send(op, payload)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Ending::client_gone(&format!("write failed: {e}"))),
-            Err(_) => Err(Ending::new(
+        let write = tokio::time::timeout(timeout, self.ws.send(op, payload));
+        tokio::select! {
+            biased;
+            written = write => match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Ending::client_gone(&format!("write failed: {e}"))),
+                Err(_) => Err(Ending::new(
+                    Initiator::Bridge,
+                    Cause::ClientTooSlow,
+                    close_code::POLICY,
+                    "client did not read its messages in time",
+                )),
+            },
+            // A channel publication found the queue full: a client that is not reading would
+            // otherwise hold this write until the timeout.
+            () = self.link.mailbox.evicted() => Err(Ending::new(
                 Initiator::Bridge,
-                Cause::ClientTooSlow,
-                close_code::POLICY,
-                "client did not read its messages in time",
+                Cause::SlowConsumer,
+                close_code::TRY_AGAIN,
+                SLOW_CONSUMER,
             )),
         }
     }
@@ -484,9 +506,7 @@ where
 }
 
 /// Waits for the frame POST in flight, or forever when there is none.
-async fn poll_in_flight(
-    in_flight: &mut Option<FramePost>,
-) -> Result<Option<Payload>, BackendError> {
+async fn poll_in_flight(in_flight: &mut Option<FramePost>) -> Result<FrameAnswer, BackendError> {
     match in_flight {
         Some(post) => post.await,
         None => std::future::pending().await,

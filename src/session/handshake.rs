@@ -29,6 +29,7 @@ use crate::metrics::RefusalReason;
 use crate::policy::forwarded::ClientOrigin;
 use crate::policy::limits::ConnectionSlot;
 use crate::protocol::Payload;
+use crate::protocol::channel::ChannelName;
 
 /// Backend host names looked up at once for `--deny-private-networks`; beyond it a handshake
 /// gets 503, so a flood of handshakes naming slow domains cannot queue unbounded DNS work.
@@ -147,15 +148,20 @@ async fn open<B>(
     };
     let handle = Link::handle(
         sessions.config.send_queue,
+        sessions.config.send_queue_bytes,
         ConnectionStats::new(hooked.subprotocol.clone()),
     );
+    // Members before the 101 is sent: the first publication after the hook's answer reaches
+    // the connection, queued behind the hook's first message.
+    sessions.channels.join_all(id, &handle, &hooked.channels);
     let backend = &sessions.backend;
     let connection = Connection {
         frame_url: Arc::new(backend.target(admitted.urls.frame)),
         disconnect_url: admitted.urls.disconnect.map(|u| backend.target(u)),
         callback,
         request_ids,
-        registration: register(&sessions.registry, id, Arc::clone(&handle)),
+        registration: register(&sessions.registry, id, Arc::clone(&handle))
+            .with_channels(Arc::clone(&sessions.channels), Arc::clone(&handle)),
         link: handle,
         first_message: hooked.first_message,
         slot: admitted.slot,
@@ -256,6 +262,28 @@ async fn check_private_networks(sessions: &Sessions, urls: &BackendUrls) -> Resu
 struct Hooked {
     subprotocol: Option<String>,
     first_message: Option<Payload>,
+    /// `x-ws-proxy-subscribe`.
+    channels: Vec<ChannelName>,
+}
+
+/// The channels of the connect hook's `x-ws-proxy-subscribe`; a name that is not a channel
+/// name refuses the handshake with 502, so the backend's mistake shows at once.
+fn hook_channels(value: Option<&HeaderValue>) -> Result<Vec<ChannelName>, Refusal> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let refused = |why: String| {
+        Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            RefusalReason::HookChannel,
+            format!("the connect hook's x-ws-proxy-subscribe is refused: {why}"),
+        )
+        .warn()
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| refused("not ASCII".to_owned()))?;
+    ChannelName::parse_list(value).map_err(|e| refused(e.to_string()))
 }
 
 /// POSTs the connect hook; its refusal, failure or unusable answer is the handshake's.
@@ -287,9 +315,11 @@ async fn run_hook(
         Ok(ConnectAnswer::Accept {
             subprotocol,
             first_message,
+            subscribe,
         }) => Ok(Hooked {
             subprotocol,
             first_message,
+            channels: hook_channels(subscribe.as_ref())?,
         }),
         Ok(ConnectAnswer::Refuse {
             status,

@@ -1,6 +1,8 @@
-//! A connection's outbound queue: the callback API puts messages and close requests in, the
-//! connection task takes them out, in order. Bounded in messages (`--send-queue`); the byte
-//! bound (`--send-queue-bytes`) is kept by the callback API with the connection's counters.
+//! A connection's outbound queue: the callback API and channel publications put messages and
+//! close requests in, the connection task takes them out, in order. Bounded in messages
+//! (`--send-queue`) and in payload bytes (`--send-queue-bytes`; one message larger than that
+//! still fits an empty queue). A publisher that finds the queue full can evict the connection:
+//! the eviction overtakes whatever waits, and wakes the task even in the middle of a write.
 //!
 //! Why not a tokio `mpsc` channel: a bounded channel allocates its first block of slots up
 //! front, 1.7 KiB per connection (measured with massif), whether or not a message ever
@@ -28,7 +30,19 @@ pub(crate) enum Refused {
 #[derive(Debug, Default)]
 struct Inner {
     queue: VecDeque<Outbound>,
+    /// Payload bytes of the messages in `queue`.
+    bytes: usize,
     closed: bool,
+    /// Set by [`Mailbox::evict`]: the close code and reason to end with, before anything else.
+    evicted: Option<(u16, &'static str)>,
+}
+
+/// Payload bytes an item counts against the byte bound.
+fn weight(item: &Outbound) -> usize {
+    match item {
+        Outbound::Message(payload) => payload.len(),
+        _ => 0,
+    }
 }
 
 /// A bounded FIFO of [`Outbound`] items with one consumer.
@@ -39,16 +53,22 @@ pub(crate) struct Mailbox {
     arrived: Notify,
     /// Wakes producers waiting for room.
     room: Notify,
+    /// Wakes the consumer in the middle of a write: it was evicted.
+    eviction: Notify,
     capacity: usize,
+    byte_capacity: usize,
 }
 
 impl Mailbox {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A mailbox for at most `capacity` messages and `byte_capacity` payload bytes.
+    pub(crate) fn new(capacity: usize, byte_capacity: usize) -> Self {
         Mailbox {
             inner: Mutex::default(),
             arrived: Notify::new(),
             room: Notify::new(),
+            eviction: Notify::new(),
             capacity,
+            byte_capacity,
         }
     }
 
@@ -62,24 +82,59 @@ impl Mailbox {
         self.capacity
     }
 
-    /// Whether an item would fit now.
+    /// Most payload bytes that may wait.
+    pub(crate) fn byte_capacity(&self) -> usize {
+        self.byte_capacity
+    }
+
+    /// Whether a message would fit now (in count, and in bytes unless the queue is empty).
     pub(crate) fn has_room(&self) -> bool {
-        self.lock().queue.len() < self.capacity
+        let inner = self.lock();
+        inner.queue.len() < self.capacity && (inner.bytes == 0 || inner.bytes < self.byte_capacity)
     }
 
     /// Queues `item` if there is room.
     pub(crate) fn try_send(&self, item: Outbound) -> Result<(), Refused> {
         let mut inner = self.lock();
-        if inner.closed {
+        if inner.closed || inner.evicted.is_some() {
             return Err(Refused::Closed);
         }
-        if inner.queue.len() >= self.capacity {
+        let weight = weight(&item);
+        let over_bytes = inner.bytes > 0 && inner.bytes + weight > self.byte_capacity;
+        if inner.queue.len() >= self.capacity || over_bytes {
             return Err(Refused::Full(item));
         }
+        inner.bytes += weight;
         inner.queue.push_back(item);
         drop(inner);
         self.arrived.notify_one();
         Ok(())
+    }
+
+    /// Ends the connection ahead of whatever waits, with this close code and reason (a
+    /// publisher found the queue full). Returns whether this call evicted it.
+    pub(crate) fn evict(&self, code: u16, reason: &'static str) -> bool {
+        let mut inner = self.lock();
+        if inner.closed || inner.evicted.is_some() {
+            return false;
+        }
+        inner.evicted = Some((code, reason));
+        drop(inner);
+        self.arrived.notify_one();
+        self.eviction.notify_waiters();
+        true
+    }
+
+    /// Resolves once the connection is evicted (to cut short a write the client does not
+    /// read).
+    pub(crate) async fn evicted(&self) {
+        loop {
+            let eviction = self.eviction.notified();
+            if self.lock().evicted.is_some() {
+                return;
+            }
+            eviction.await;
+        }
     }
 
     /// Queues `item`, waiting at most `within` for room.
@@ -107,7 +162,11 @@ impl Mailbox {
             let arrived = self.arrived.notified();
             {
                 let mut inner = self.lock();
+                if let Some((code, reason)) = inner.evicted {
+                    return Some(Outbound::Evict { code, reason });
+                }
                 if let Some(item) = inner.queue.pop_front() {
+                    inner.bytes -= weight(&item);
                     drop(inner);
                     self.room.notify_waiters();
                     return Some(item);
@@ -122,8 +181,14 @@ impl Mailbox {
 
     /// The next item, if one waits.
     pub(crate) fn try_recv(&self) -> Option<Outbound> {
-        let item = self.lock().queue.pop_front();
-        if item.is_some() {
+        let mut inner = self.lock();
+        if let Some((code, reason)) = inner.evicted {
+            return Some(Outbound::Evict { code, reason });
+        }
+        let item = inner.queue.pop_front();
+        if let Some(item) = &item {
+            inner.bytes -= weight(item);
+            drop(inner);
             self.room.notify_waiters();
         }
         item
@@ -133,6 +198,7 @@ impl Mailbox {
     pub(crate) fn close(&self) -> Vec<Outbound> {
         let mut inner = self.lock();
         inner.closed = true;
+        inner.bytes = 0;
         let left = std::mem::take(&mut inner.queue).into();
         drop(inner);
         self.arrived.notify_one();
@@ -159,7 +225,7 @@ mod tests {
 
     #[tokio::test]
     async fn items_come_out_in_order_within_the_capacity() {
-        let mailbox = Mailbox::new(2);
+        let mailbox = Mailbox::new(2, 1024);
         assert!(mailbox.try_send(message(1)).is_ok());
         assert!(mailbox.try_send(message(2)).is_ok());
         assert!(!mailbox.has_room());
@@ -178,7 +244,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_sender_waits_for_room_until_its_deadline() {
-        let mailbox = std::sync::Arc::new(Mailbox::new(1));
+        let mailbox = std::sync::Arc::new(Mailbox::new(1, 1024));
         assert!(mailbox.try_send(message(1)).is_ok());
         let waiting = tokio::spawn({
             let mailbox = std::sync::Arc::clone(&mailbox);
@@ -205,8 +271,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_are_bounded_but_one_large_message_fits_an_empty_queue() {
+        let big = |n: usize| Outbound::Message(Payload::Binary(bytes::Bytes::from(vec![0u8; n])));
+        let mailbox = Mailbox::new(10, 100);
+        assert!(mailbox.try_send(big(500)).is_ok(), "alone, it fits");
+        assert!(matches!(mailbox.try_send(big(1)), Err(Refused::Full(_))));
+        assert!(mailbox.try_recv().is_some());
+        assert!(mailbox.try_send(big(60)).is_ok());
+        assert!(matches!(mailbox.try_send(big(60)), Err(Refused::Full(_))));
+        assert!(mailbox.try_send(big(40)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_eviction_overtakes_what_waits() {
+        let mailbox = Mailbox::new(10, 1024);
+        assert!(mailbox.try_send(message(1)).is_ok());
+        assert!(mailbox.evict(1013, "slow consumer"));
+        assert!(!mailbox.evict(1013, "again"));
+        assert!(matches!(
+            mailbox.recv().await,
+            Some(Outbound::Evict { code: 1013, .. })
+        ));
+        assert!(matches!(mailbox.try_send(message(2)), Err(Refused::Closed)));
+        mailbox.evicted().await;
+    }
+
+    #[tokio::test]
     async fn the_consumer_wakes_for_an_item_sent_while_it_waits() {
-        let mailbox = std::sync::Arc::new(Mailbox::new(4));
+        let mailbox = std::sync::Arc::new(Mailbox::new(4, 1024));
         let consumer = tokio::spawn({
             let mailbox = std::sync::Arc::clone(&mailbox);
             async move { number(mailbox.recv().await) }

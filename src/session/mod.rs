@@ -13,8 +13,10 @@ use crate::backend::BackendClient;
 use crate::config::{BaseUrl, SessionConfig};
 use crate::metrics::Metrics;
 use crate::policy::limits::ConnectionLimits;
+use channels::Channels;
 use registry::Registry;
 
+pub(crate) mod channels;
 pub(crate) mod close;
 pub(crate) mod connection;
 pub(crate) mod handshake;
@@ -31,6 +33,8 @@ pub(crate) struct Sessions {
     /// Base of callback URLs (`{base-url}/{id}`).
     pub(crate) base_url: BaseUrl,
     pub(crate) registry: Arc<dyn Registry>,
+    /// Channels and their members.
+    pub(crate) channels: Arc<Channels>,
     pub(crate) backend: BackendClient,
     /// Open connections, overall and per client address.
     pub(crate) limits: Arc<ConnectionLimits>,
@@ -48,6 +52,7 @@ pub(crate) struct SessionParts {
     pub(crate) config: SessionConfig,
     pub(crate) base_url: BaseUrl,
     pub(crate) registry: Arc<dyn Registry>,
+    pub(crate) channels: Arc<Channels>,
     pub(crate) backend: BackendClient,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) metrics: Arc<Metrics>,
@@ -61,6 +66,7 @@ impl Sessions {
             config: parts.config,
             base_url: parts.base_url,
             registry: parts.registry,
+            channels: parts.channels,
             backend: parts.backend,
             limits: parts.limits,
             metrics: parts.metrics,

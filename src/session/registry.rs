@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
+use super::channels::Channels;
 use super::mailbox::Mailbox;
 use crate::protocol::payload::Payload;
 
@@ -71,12 +72,14 @@ impl fmt::Debug for ConnectionId {
 }
 
 /// What the callback API asks a connection task to do.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Outbound {
     /// Send one message.
     Message(Payload),
     /// Close the socket with this code and reason after the messages queued before it.
     Close { code: u16, reason: String },
+    /// End the connection at once: a publisher found its queue full (`slow-consumer`).
+    Evict { code: u16, reason: &'static str },
 }
 
 /// Callback bodies read at once for one connection. Bodies of ordinary callers arrive whole in
@@ -98,15 +101,23 @@ pub(crate) struct Link {
     pub(crate) stats: ConnectionStats,
     /// Callback bodies being read for this connection ([`CALLBACK_BODIES_PER_CONNECTION`]).
     pub(crate) body_reads: tokio::sync::Semaphore,
+    /// The channels this connection is in ([`super::channels::Channels`] keeps the members).
+    pub(crate) channels: std::sync::Mutex<Vec<super::channels::ChannelName>>,
 }
 
 impl Link {
-    /// The handle of a new connection with a queue of `capacity` messages.
-    pub(crate) fn handle(capacity: usize, stats: ConnectionStats) -> ConnectionHandle {
+    /// The handle of a new connection with a queue of `capacity` messages and `bytes` payload
+    /// bytes.
+    pub(crate) fn handle(
+        capacity: usize,
+        bytes: usize,
+        stats: ConnectionStats,
+    ) -> ConnectionHandle {
         Arc::new(Link {
-            mailbox: Mailbox::new(capacity),
+            mailbox: Mailbox::new(capacity, bytes),
             stats,
             body_reads: tokio::sync::Semaphore::new(CALLBACK_BODIES_PER_CONNECTION),
+            channels: std::sync::Mutex::default(),
         })
     }
 }
@@ -126,8 +137,6 @@ pub(crate) struct ConnectionStats {
     pub(crate) messages_out: AtomicU64,
     /// Payload bytes written to the client.
     pub(crate) bytes_out: AtomicU64,
-    /// Payload bytes accepted by the callback API and not yet written to the client.
-    pub(crate) queued_bytes: AtomicUsize,
     /// Milliseconds since the Unix epoch of the last frame read from or message written to
     /// the client.
     last_activity_ms: AtomicU64,
@@ -144,7 +153,6 @@ impl ConnectionStats {
             bytes_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
-            queued_bytes: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(unix_ms(now)),
         }
     }
@@ -211,6 +219,7 @@ pub(crate) fn register(
     Registration {
         registry: Arc::clone(registry),
         id,
+        channels: None,
     }
 }
 
@@ -273,6 +282,21 @@ impl Registry for LocalRegistry {
 pub(crate) struct Registration {
     registry: Arc<dyn Registry>,
     id: ConnectionId,
+    /// The channels the connection may have joined, and its handle, to leave them all.
+    channels: Option<(Arc<Channels>, ConnectionHandle)>,
+}
+
+impl Registration {
+    /// Also leaves every channel of the connection when dropped.
+    pub(crate) fn with_channels(mut self, channels: Arc<Channels>, link: ConnectionHandle) -> Self {
+        self.channels = Some((channels, link));
+        self
+    }
+
+    /// The registered connection's id.
+    pub(crate) fn id(&self) -> ConnectionId {
+        self.id
+    }
 }
 
 impl fmt::Debug for Registration {
@@ -284,6 +308,9 @@ impl fmt::Debug for Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.remove(&self.id);
+        if let Some((channels, link)) = self.channels.take() {
+            channels.leave_all(self.id, &link);
+        }
     }
 }
 
@@ -305,7 +332,11 @@ mod tests {
     fn guard_removes_the_entry() {
         let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::default());
         let id = ConnectionId::random();
-        let guard = register(&registry, id, Link::handle(1, ConnectionStats::new(None)));
+        let guard = register(
+            &registry,
+            id,
+            Link::handle(1, 1024, ConnectionStats::new(None)),
+        );
         assert!(registry.lookup(&id).is_some());
         drop(guard);
         assert!(registry.lookup(&id).is_none());

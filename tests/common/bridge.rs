@@ -39,18 +39,28 @@ impl Bridge {
     pub async fn start_with_metrics(args: &[&str]) -> (Bridge, SocketAddr) {
         let metrics = bind_ephemeral().await;
         let metrics_addr = metrics.local_addr().expect("metrics address");
-        let bridge = Self::spawn(bind_ephemeral().await, Some(metrics), config(args));
+        let bridge = Self::spawn(bind_ephemeral().await, Some(metrics), None, config(args));
         (bridge, metrics_addr)
+    }
+
+    /// Starts a bridge with a publish listener on 127.0.0.1:0; returns it and the publish
+    /// API's base URL (`http://127.0.0.1:port`).
+    pub async fn start_with_publish(args: &[&str]) -> (Bridge, String) {
+        let publish = bind_ephemeral().await;
+        let publish_url = format!("http://{}", publish.local_addr().expect("publish address"));
+        let bridge = Self::spawn(bind_ephemeral().await, None, Some(publish), config(args));
+        (bridge, publish_url)
     }
 
     /// Starts a bridge on a listener the test bound (to know its address before the config).
     pub async fn start_with(listener: TcpListener, config: websocket_bridge::Config) -> Bridge {
-        Self::spawn(listener, None, config)
+        Self::spawn(listener, None, None, config)
     }
 
     fn spawn(
         listener: TcpListener,
         metrics: Option<TcpListener>,
+        publish: Option<TcpListener>,
         config: websocket_bridge::Config,
     ) -> Bridge {
         let _ = tracing_subscriber::fmt()
@@ -63,7 +73,10 @@ impl Bridge {
         let addr = listener.local_addr().expect("bridge address");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            websocket_bridge::run_with(listener, metrics, config, async {
+            let mut listeners = websocket_bridge::Listeners::new(listener);
+            listeners.metrics = metrics;
+            listeners.publish = publish;
+            websocket_bridge::run_with(listeners, config, async {
                 let _ = stopped.await;
             })
             .await

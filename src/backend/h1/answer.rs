@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderName, HeaderValue};
 
 use super::{Connection, H1Error, read_more};
+use crate::backend::ChannelHeaders;
 
 /// Longest answer head accepted.
 pub(super) const MAX_HEAD: usize = 64 * 1024;
@@ -24,6 +25,8 @@ pub(super) struct Head {
     pub(super) content_type: Option<HeaderValue>,
     pub(super) retry_after: Option<HeaderValue>,
     pub(super) explicit_reply: bool,
+    /// `x-ws-proxy-subscribe` and `x-ws-proxy-unsubscribe`.
+    pub(super) channels: ChannelHeaders,
     pub(super) body: Framing,
     pub(super) keep_alive: bool,
 }
@@ -51,6 +54,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
     let mut content_type = None;
     let mut retry_after = None;
     let mut explicit_reply = false;
+    let mut channels = ChannelHeaders::default();
     let mut length = None;
     let mut chunked = false;
     let mut close = version == 0;
@@ -62,6 +66,8 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
             "content-type" => content_type = HeaderValue::from_bytes(value).ok(),
             "retry-after" => retry_after = HeaderValue::from_bytes(value).ok(),
             "x-ws-proxy-reply" => explicit_reply = value.eq_ignore_ascii_case(b"true"),
+            "x-ws-proxy-subscribe" => channels.subscribe = HeaderValue::from_bytes(value).ok(),
+            "x-ws-proxy-unsubscribe" => channels.unsubscribe = HeaderValue::from_bytes(value).ok(),
             "content-length" => {
                 let n = std::str::from_utf8(value)
                     .ok()
@@ -108,6 +114,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
         content_type,
         retry_after,
         explicit_reply,
+        channels,
         keep_alive: !close && body != Framing::UntilClose,
         body,
     }))

@@ -61,6 +61,8 @@ pub(crate) struct H1Answer {
     pub(crate) retry_after: Option<HeaderValue>,
     /// `x-ws-proxy-reply: true`.
     pub(crate) explicit_reply: bool,
+    /// `x-ws-proxy-subscribe` and `x-ws-proxy-unsubscribe`.
+    pub(crate) channels: super::ChannelHeaders,
     pub(crate) body: Bytes,
 }
 
@@ -252,6 +254,7 @@ async fn exchange_on(
             content_type: head.content_type,
             retry_after: head.retry_after,
             explicit_reply: head.explicit_reply,
+            channels: head.channels,
             body: body.bytes,
         };
         return Ok((answer, reusable.then_some(conn)));

@@ -13,6 +13,9 @@
 //!
 //! Reading is poll-based with all state in [`WsStream`], so a read can be abandoned at any
 //! point (`select!`) without losing bytes.
+//!
+//! Longer than 400 lines on purpose: the reading state machine and the writing side share the
+//! stream's state (close sent, a frame cut short) and read best together.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -95,6 +98,8 @@ pub(crate) struct WsStream<S> {
     /// Pong and close frames waiting to be written, before any message.
     control: BytesMut,
     close_sent: bool,
+    /// A message frame was cut short (its write was abandoned): nothing more can be framed.
+    frame_cut: bool,
 }
 
 impl<S> WsStream<S>
@@ -110,6 +115,7 @@ where
             max_message,
             control: BytesMut::new(),
             close_sent: false,
+            frame_cut: false,
         }
     }
 
@@ -350,6 +356,9 @@ where
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
+            // Set until the whole frame is out: if this future is dropped before, the stream
+            // holds half a frame.
+            self.frame_cut = true;
             let from_head = written.min(head.len());
             head = &head[from_head..];
             body = &body[written - from_head..];
@@ -357,6 +366,7 @@ where
         if !body.is_empty() {
             self.io.write_all(body).await?;
         }
+        self.frame_cut = false;
         self.io.flush().await
     }
 
@@ -366,7 +376,14 @@ where
     }
 
     /// Sends a Close frame (once) with this code and reason (at most 123 bytes).
+    /// Fails when a message frame was cut short: a Close after half a frame would be read as
+    /// part of it.
     pub(crate) async fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        if self.frame_cut {
+            return Err(io::Error::other(
+                "a message frame was cut short; no Close frame can follow",
+            ));
+        }
         if !self.close_sent {
             let mut payload = Vec::with_capacity(2 + reason.len());
             payload.extend_from_slice(&code.to_be_bytes());

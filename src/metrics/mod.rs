@@ -15,6 +15,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::protocol::Cause;
+pub(crate) use channels::ChannelMetrics;
+
+mod channels;
 
 /// Declares a label enum: its variants, their label values, and the encoding.
 macro_rules! label_enum {
@@ -103,6 +106,8 @@ label_enum! {
         HookFailed => "hook-failed",
         /// The connect hook selected a subprotocol the client did not offer.
         HookSubprotocol => "hook-subprotocol",
+        /// The connect hook named a channel that is not a channel name.
+        HookChannel => "hook-channel",
         /// The bridge is draining.
         ShuttingDown => "shutting-down",
         /// A fault inside the bridge.
@@ -178,6 +183,8 @@ pub(crate) struct Metrics {
     pub(crate) queue_full: Counter,
     /// Client messages over `--max-messages-per-second` (paused or closed).
     pub(crate) rate_limited: Counter,
+    /// Channels and publications.
+    pub(crate) channel: ChannelMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -211,6 +218,7 @@ impl Metrics {
             refusals: Family::default(),
             queue_full: Counter::default(),
             rate_limited: Counter::default(),
+            channel: ChannelMetrics::default(),
         };
         m.register(&mut registry);
         Metrics { registry, ..m }
@@ -284,6 +292,7 @@ impl Metrics {
             self.queue_full.clone(),
         );
         registry.register("rate_limited", "Client messages over --max-messages-per-second (the client was paused, or closed under --rate-limit-action close)", self.rate_limited.clone());
+        self.channel.register(registry);
     }
 
     /// Counts a closed connection.

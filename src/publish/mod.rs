@@ -1,0 +1,243 @@
+//! The publish API, on its own listener (`--publish-address`): `POST /publish/` takes GRIP's
+//! JSON ([`grip`]), `POST /channels/{name}` a raw body; both need the publish secret when one
+//! is set ([`auth`]). A request is checked whole before anything is delivered, then each item
+//! goes to every member of its channel through [`Channels::publish`], which never waits for a
+//! slow member. At most [`MAX_CONCURRENT_REQUESTS`] request bodies are read at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::config::PublishConfig;
+use crate::logging::worth_logging;
+use crate::protocol::Payload;
+use crate::protocol::channel::{BadName, ChannelName};
+use crate::session::channels::{Channels, Delivery};
+use crate::session::registry::Outbound;
+use auth::{Authorizer, Unauthorized};
+use grip::{Action, BadRequest, Publication};
+
+mod auth;
+mod grip;
+
+/// Publish request bodies read at once; beyond, 503 with `Retry-After`.
+pub(crate) const MAX_CONCURRENT_REQUESTS: usize = 16;
+
+/// What the publish listener serves with.
+pub(crate) struct Publisher {
+    channels: Arc<Channels>,
+    auth: Authorizer,
+    config: PublishConfig,
+    requests: Semaphore,
+    refused: AtomicU64,
+}
+
+/// Why a publish request was refused; each maps to one status.
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error(transparent)]
+    Unauthorized(#[from] Unauthorized),
+    #[error(transparent)]
+    BadRequest(#[from] BadRequest),
+    #[error(transparent)]
+    BadName(#[from] BadName),
+    #[error(
+        "the content type is text/* but the body is not UTF-8; send UTF-8 or application/octet-stream"
+    )]
+    NotUtf8,
+    #[error("the body is larger than {limit} bytes ({flag})")]
+    TooLarge { limit: usize, flag: &'static str },
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
+    #[error("the body could not be read: {0}")]
+    BadBody(String),
+    #[error("{MAX_CONCURRENT_REQUESTS} publish requests are being read already; retry shortly")]
+    Busy,
+}
+
+impl PublishError {
+    fn status(&self) -> StatusCode {
+        match self {
+            PublishError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            PublishError::BadRequest(_)
+            | PublishError::BadName(_)
+            | PublishError::NotUtf8
+            | PublishError::BadBody(_) => StatusCode::BAD_REQUEST,
+            PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PublishError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            PublishError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for PublishError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, format!("{self}\n")).into_response();
+        let headers = response.headers_mut();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new(config: PublishConfig, channels: Arc<Channels>) -> Self {
+        Publisher {
+            auth: Authorizer::new(&config.secrets),
+            channels,
+            config,
+            requests: Semaphore::new(MAX_CONCURRENT_REQUESTS),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Authorizes the request and reads its body within the limits.
+    async fn admit(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        (limit, flag): (usize, &'static str),
+    ) -> Result<Bytes, PublishError> {
+        if let Err(e) = self.auth.check(headers) {
+            let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if worth_logging(n) {
+                warn!(refused_total = n, "publish request refused: {e}");
+            }
+            return Err(e.into());
+        }
+        let _permit = self
+            .requests
+            .try_acquire()
+            .map_err(|_| PublishError::Busy)?;
+        let read = Limited::new(body, limit).collect();
+        match tokio::time::timeout(self.config.body_timeout, read).await {
+            Err(_) => Err(PublishError::BodyTimeout),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(PublishError::TooLarge { limit, flag }),
+            Ok(Err(e)) => Err(PublishError::BadBody(e.to_string())),
+        }
+    }
+
+    /// Delivers checked publications in order; what they did, summed.
+    fn deliver(&self, publications: &[Publication]) -> Delivery {
+        let mut total = Delivery::default();
+        for publication in publications {
+            let item = match &publication.action {
+                Action::Send(payload) => Outbound::Message(payload.clone()),
+                Action::Close { code, reason } => Outbound::Close {
+                    code: *code,
+                    reason: reason.clone(),
+                },
+                Action::Nothing => continue,
+            };
+            let delivery = self.channels.publish(&publication.channel, &item);
+            total.recipients += delivery.recipients;
+            total.evicted += delivery.evicted;
+        }
+        debug!(
+            items = publications.len(),
+            recipients = total.recipients,
+            evicted = total.evicted,
+            "published"
+        );
+        total
+    }
+}
+
+/// `POST /publish/`: GRIP JSON.
+async fn publish_grip(
+    State(publisher): State<Arc<Publisher>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, PublishError> {
+    let limit = (publisher.config.max_body, "--max-publish-size");
+    let body = publisher.admit(&headers, body, limit).await?;
+    let publications = grip::parse(&body, publisher.config.max_message_size)?;
+    let delivery = publisher.deliver(&publications);
+    Ok(answer(&headers, publications.len(), delivery))
+}
+
+/// `POST /channels/{name}`: the body is one message (text for `text/*`, binary otherwise).
+async fn publish_raw(
+    State(publisher): State<Arc<Publisher>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, PublishError> {
+    let channel = ChannelName::parse(&name)?;
+    let limit = (publisher.config.max_message_size, "--max-message-size");
+    let body = publisher.admit(&headers, body, limit).await?;
+    let payload = Payload::from_http(headers.get(header::CONTENT_TYPE), body)
+        .map_err(|_| PublishError::NotUtf8)?;
+    let publication = Publication {
+        channel,
+        action: Action::Send(payload),
+    };
+    let delivery = publisher.deliver(std::slice::from_ref(&publication));
+    Ok(answer(&headers, 1, delivery))
+}
+
+/// 200: JSON counts when the request accepts JSON, a line of text otherwise.
+fn answer(headers: &HeaderMap, items: usize, delivery: Delivery) -> Response {
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        axum::Json(serde_json::json!({
+            "items": items,
+            "recipients": delivery.recipients,
+            "evicted": delivery.evicted,
+        }))
+        .into_response()
+    } else {
+        format!(
+            "Published {items} item(s) to {} recipient(s)\n",
+            delivery.recipients
+        )
+        .into_response()
+    }
+}
+
+/// Anything else on the publish listener.
+async fn not_found() -> (StatusCode, &'static str) {
+    (
+        StatusCode::NOT_FOUND,
+        "the publish API serves POST /publish/ (GRIP JSON) and POST /channels/{name}\n",
+    )
+}
+
+/// Serves the publish API on `listener` until `shutdown` is cancelled.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    publisher: Arc<Publisher>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let app = Router::new()
+        .route("/publish", post(publish_grip))
+        .route("/publish/", post(publish_grip))
+        .route("/channels/{name}", post(publish_raw))
+        .fallback(not_found)
+        .with_state(publisher);
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+}
