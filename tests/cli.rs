@@ -79,6 +79,12 @@ async fn bad_configurations() {
         (vec!["--backend-timeout", "soon"], "--backend-timeout"),
         (vec!["--base-url", "ftp://x"], "--base-url"),
         (vec!["--no-such-flag"], "--no-such-flag"),
+        (vec!["--publish-address", "0.0.0.0:0"], "--publish-secret"),
+        (vec!["--publish-secret", "too-short"], "--publish-secret"),
+        (
+            vec!["--max-channels-per-connection", "0"],
+            "--max-channels-per-connection",
+        ),
     ];
     for (args, flag) in cases {
         let (code, _, stderr) = run(&args, &[]).await;
