@@ -328,7 +328,7 @@ pub struct Cli {
     pub(crate) publish_address: Option<String>,
 
     /// Secret publishers must present, as `Authorization: Bearer <secret>` or as the key of
-    /// an HS256 JWT (`Bearer <jwt>`, GRIP's control_iss/key); at least 32 bytes; repeatable
+    /// an HS256 JWT (`Bearer <jwt>`, GRIP's control_iss/key); at least 16 bytes; repeatable
     /// (any one is accepted, for rotation). [default: none]
     #[arg(
         long,
