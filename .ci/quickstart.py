@@ -7,6 +7,8 @@
    SIGINT and check that it exits in time.
 2. examples/backend.py behind the real binary (target/release/websocket-bridge): send "hi" and
    expect "echo: hi".
+3. examples/chat_backend.py behind the real binary with --publish-address: two clients joined to
+   the channel by the connect hook; a message from the first reaches both through one publish.
 
 Needs the `websockets` package. Prints one PASS/FAIL line per part and a final summary line;
 exits non-zero on any failure. Every process it starts is killed at the end, even on failure.
@@ -266,9 +268,55 @@ def test_backend_py():
     print('  sent "hi", received "echo: hi"', flush=True)
 
 
+# ---------------------------------------------------------------- part 3: examples/chat_backend.py
+
+
+async def room(url):
+    async with ws_connect(url, **WS_OPTIONS) as first, ws_connect(url, **WS_OPTIONS) as second:
+        await first.send("hello, room")
+        await receive(first, "hello, room", "the sender")
+        await receive(second, "hello, room", "the other member")
+
+
+def test_chat_backend_py():
+    backend_port = free_port()
+    publish_port = free_port()
+    publish = f"http://127.0.0.1:{publish_port}"
+    backend = start("chat_backend.py", [sys.executable, "examples/chat_backend.py", str(backend_port), publish])
+    bridge_port = free_port()
+    bridge = start(
+        "bridge",
+        [
+            os.path.join(ROOT, "target", "release", "websocket-bridge"),
+            "--address",
+            f"127.0.0.1:{bridge_port}",
+            "--allowlist",
+            rf"http://127\.0\.0\.1:{backend_port}/.*",
+            "--publish-address",
+            f"127.0.0.1:{publish_port}",
+        ],
+    )
+
+    def backend_up():
+        with socket.create_connection(("127.0.0.1", backend_port), timeout=1):
+            return True
+
+    wait_until("examples/chat_backend.py listening", backend_up, 30, backend)
+    wait_until(
+        "bridge GET /healthz answering 200",
+        lambda: http_get(f"http://127.0.0.1:{bridge_port}/healthz", timeout=1)[0] == 200,
+        30,
+        bridge,
+    )
+    frame = urllib.parse.quote(f"http://127.0.0.1:{backend_port}/frame", safe="")
+    hook = urllib.parse.quote(f"http://127.0.0.1:{backend_port}/connect", safe="")
+    asyncio.run(room(f"ws://127.0.0.1:{bridge_port}/connect?f={frame}&c={hook}"))
+    print('  "hello, room" from one member reached both through one publish', flush=True)
+
+
 def main():
     results = []
-    for name, test in [("demo", test_demo), ("backend.py", test_backend_py)]:
+    for name, test in [("demo", test_demo), ("backend.py", test_backend_py), ("chat_backend.py", test_chat_backend_py)]:
         try:
             test()
         except Exception as e:  # report every kind of failure the same way

@@ -12,27 +12,31 @@
 //! * **The chat backend** (axum, on `127.0.0.1` with a port picked by the OS). It is an
 //!   ordinary HTTP server that knows nothing about WebSockets:
 //!   - `GET /` serves the chat page (one self-contained HTML file, inline JS and CSS);
-//!   - `POST /frame` receives each client message from the bridge. The header
-//!     `x-ws-proxy-send` carries the sender's callback URL, which the backend remembers; the body
-//!     is then POSTed, with its content type, to the callback URL of *every* known client
-//!     (the sender included), all at once, and the frame POST is answered 204 with no body;
-//!   - `POST /disconnect` receives the bridge's notice that a client went away; the backend
-//!     forgets that callback URL.
+//!   - `POST /connect`, the connect hook, answers `x-ws-proxy-subscribe: chat`: every client
+//!     is a member of the channel `chat` before its socket opens;
+//!   - `POST /frame` receives each client message from the bridge and publishes it, with its
+//!     content type, to the channel with one POST to the bridge's publish API
+//!     (`POST {publish}/channels/chat`), which delivers it to every member (the sender
+//!     included); the frame POST is answered 204 with no body;
+//!   - `POST /disconnect` receives the bridge's notice that a client went away (the bridge has
+//!     already removed it from the channel); the backend only counts it.
 //!
-//!   The backend only ever POSTs to callback URLs under its own bridge's base URL, whatever an
-//!   `x-ws-proxy-send` header claims: anyone who can reach `/frame` could forge that header.
-//! * **The bridge**, through [`websocket_bridge::run`], on `127.0.0.1:8080` (or
+//!   Before channels, a chat backend looped over every client's callback URL, one POST each;
+//!   the README's "Writing a backend" shows both ways.
+//! * **The bridge**, through [`websocket_bridge::run_with`], on `127.0.0.1:8080` (or
 //!   `DEMO_BRIDGE_ADDRESS`, e.g. `127.0.0.1:0` for a free port; if 8080 is taken the demo falls
-//!   back to a free port and says so). Its `--allowlist` admits exactly the backend's origin,
-//!   and `--shutdown-grace 5s` keeps Ctrl-C quick.
+//!   back to a free port and says so), with its publish API on a free loopback port. Its
+//!   `--allowlist` admits exactly the backend's origin, and `--shutdown-grace 5s` keeps Ctrl-C
+//!   quick.
 //!
 //! ```text
-//! browser --ws--> bridge --POST /frame--> backend --POST {callback URL}--> bridge --ws--> every browser
+//! browser --ws--> bridge --POST /frame--> backend --POST /channels/chat--> bridge --ws--> every browser
 //! ```
 //!
 //! The backend learns about each client from the connect hook (`c=…/connect`) before its socket
-//! opens, greets it with a first message (the hook's answer body), and relays every message to
-//! everyone; the chat page also announces itself with a "joined" line. A terminal client sees
+//! opens, joins it to `chat` and greets it with a first message (the hook's answer body), and
+//! publishes every message to the channel; the chat page also announces itself with a
+//! "joined" line. A terminal client sees
 //! the greeting and everyone's messages from the moment it connects.
 //!
 //! The bridge's logs go to stderr (filter with `RUST_LOG`, default `info`); stdout carries only
@@ -40,7 +44,6 @@
 //! Ctrl-C (or SIGTERM) stops both servers: the bridge closes every client (1001) and delivers
 //! the disconnect POSTs first, then the backend stops. A second Ctrl-C exits at once.
 
-use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -55,7 +58,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 use url::Url;
@@ -64,7 +66,9 @@ use url::Url;
 const DEFAULT_BRIDGE_ADDRESS: &str = "127.0.0.1:8080";
 /// The header naming a connection's callback URL (frame and disconnect POSTs).
 const HEADER_SEND: &str = "x-ws-proxy-send";
-/// Time allowed for one relay POST to the bridge's callback API.
+/// The one chat room.
+const CHANNEL: &str = "chat";
+/// Time allowed for one publish POST to the bridge.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time the backend is given to finish its own requests once the bridge has stopped.
 const BACKEND_STOP_GRACE: Duration = Duration::from_secs(3);
@@ -108,7 +112,7 @@ const CHAT_PAGE: &str = r#"<!doctype html>
   <button id="button" disabled>Send</button>
 </form>
 <footer>browser &rarr; bridge (WebSocket) &rarr; backend <code>POST /frame</code> &rarr;
-  backend POSTs to every client's callback URL &rarr; bridge &rarr; every browser</footer>
+  backend publishes to the channel <code>chat</code> &rarr; bridge &rarr; every browser</footer>
 <script>
   "use strict";
   const WS_URL = "__WS_URL__";
@@ -164,21 +168,23 @@ const CHAT_PAGE: &str = r#"<!doctype html>
 
 /// The chat backend's state.
 struct Chat {
-    /// Client for the relay POSTs to the bridge's callback API.
+    /// Client for the publish POSTs to the bridge.
     http: reqwest::Client,
-    /// Callback URLs must start with this (`http://{bridge}/`): the backend only ever POSTs to
-    /// its own bridge, whatever a request's `x-ws-proxy-send` header claims.
+    /// `http://{publish address}/channels/chat`.
+    publish_url: String,
+    /// Callback URLs must start with this (`http://{bridge}/`): requests that do not come
+    /// through this demo's bridge are refused.
     callback_prefix: String,
-    /// Callback URLs of the clients that have sent at least one message and not disconnected.
-    clients: Mutex<HashSet<String>>,
+    /// Clients connected now (joined through the hook, not yet disconnected).
+    clients: Mutex<usize>,
     /// The chat page with the client URL filled in.
     page: String,
 }
 
 impl Chat {
-    /// Locks the client set. A poisoned lock only means a handler panicked mid-update of a
-    /// plain set, which stays usable, so recover it.
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    /// Locks the client count. A poisoned lock only means a handler panicked mid-update of a
+    /// plain number, which stays usable, so recover it.
+    fn clients(&self) -> std::sync::MutexGuard<'_, usize> {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -207,60 +213,37 @@ async fn page(State(chat): State<Arc<Chat>>) -> Html<String> {
     Html(chat.page.clone())
 }
 
-/// `POST /frame`: remember the sender, relay the message to every client, answer 204.
+/// `POST /frame`: publish the message to the channel (one POST, whatever the number of
+/// clients), answer 204.
 async fn frame(State(chat): State<Arc<Chat>>, headers: HeaderMap, body: Bytes) -> Response {
-    let sender = match chat.callback_url(&headers) {
-        Ok(url) => url,
-        Err(reason) => return bad_request(reason),
-    };
+    if let Err(reason) = chat.callback_url(&headers) {
+        return bad_request(reason);
+    }
     // Keep the message's kind: text stays text (`text/*`), anything else is binary.
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
-
-    // Snapshot the recipients; the lock is never held across an await.
-    let recipients: Vec<String> = {
-        let mut clients = chat.clients();
-        if clients.insert(sender.clone()) {
-            info!(callback = %sender, clients = clients.len(), "chat: client joined");
+    let published = chat
+        .http
+        .post(&chat.publish_url)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .send()
+        .await;
+    match published {
+        Ok(response) if response.status().is_success() => {
+            debug!(status = %response.status(), "chat: published")
         }
-        clients.iter().cloned().collect()
-    };
-
-    // One POST per recipient, all at the same time.
-    let mut relays = JoinSet::new();
-    for url in recipients {
-        let request = chat
-            .http
-            .post(&url)
-            .header(header::CONTENT_TYPE, content_type.clone())
-            .body(body.clone());
-        relays.spawn(async move { (url, request.send().await) });
-    }
-    while let Some(joined) = relays.join_next().await {
-        let Ok((url, result)) = joined else { continue };
-        match result {
-            // 202: queued for that client.
-            Ok(response) if response.status().is_success() => {}
-            // 404: that client has closed (its disconnect POST, which removes it, is on its
-            // way), or its handshake is still completing.
-            Ok(response) if response.status() == StatusCode::NOT_FOUND => {
-                debug!(callback = %url, "chat: client not (or no longer) connected")
-            }
-            // 503 (queue full) and the like: that client misses this message.
-            Ok(response) => {
-                warn!(callback = %url, status = %response.status(), "chat: relay refused")
-            }
-            Err(e) => warn!(callback = %url, error = %e, "chat: relay failed"),
-        }
+        Ok(response) => warn!(status = %response.status(), "chat: publish refused"),
+        Err(e) => warn!(error = %e, "chat: publish failed"),
     }
     // 204 with no body: nothing more goes back to the sender through the reply.
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// `POST /connect`, the connect hook: remember the new client before its socket opens, and
-/// greet it with a first message (the hook's answer body).
+/// `POST /connect`, the connect hook: join the new client to the channel before its socket
+/// opens, and greet it with a first message (the hook's answer body).
 async fn connect(State(chat): State<Arc<Chat>>, headers: HeaderMap) -> Response {
     let url = match chat.callback_url(&headers) {
         Ok(url) => url,
@@ -268,8 +251,8 @@ async fn connect(State(chat): State<Arc<Chat>>, headers: HeaderMap) -> Response 
     };
     let others = {
         let mut clients = chat.clients();
-        clients.insert(url.clone());
-        clients.len() - 1
+        *clients += 1;
+        *clients - 1
     };
     info!(callback = %url, others, "chat: client connecting");
     let greeting = match others {
@@ -279,13 +262,19 @@ async fn connect(State(chat): State<Arc<Chat>>, headers: HeaderMap) -> Response 
     };
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (
+                header::HeaderName::from_static("x-ws-proxy-subscribe"),
+                CHANNEL,
+            ),
+        ],
         greeting,
     )
         .into_response()
 }
 
-/// `POST /disconnect`: forget the client.
+/// `POST /disconnect`: count the client out (the bridge has removed it from the channel).
 async fn disconnect(State(chat): State<Arc<Chat>>, headers: HeaderMap) -> Response {
     let url = match chat.callback_url(&headers) {
         Ok(url) => url,
@@ -297,11 +286,8 @@ async fn disconnect(State(chat): State<Arc<Chat>>, headers: HeaderMap) -> Respon
         .unwrap_or("none")
         .to_owned();
     let mut clients = chat.clients();
-    if clients.remove(&url) {
-        info!(callback = %url, close_code = %code, clients = clients.len(), "chat: client left");
-    } else {
-        debug!(callback = %url, close_code = %code, "chat: unknown client left");
-    }
+    *clients = clients.saturating_sub(1);
+    info!(callback = %url, close_code = %code, clients = *clients, "chat: client left");
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -361,6 +347,12 @@ async fn demo() -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("backend listener: {e}"))?;
     let bridge_listener = bind_bridge().await?;
+    let publish_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(|e| format!("cannot listen for the publish API on 127.0.0.1: {e}"))?;
+    let publish_addr = publish_listener
+        .local_addr()
+        .map_err(|e| format!("publish listener: {e}"))?;
     let bridge_addr = reachable(
         bridge_listener
             .local_addr()
@@ -401,8 +393,9 @@ async fn demo() -> Result<(), String> {
         .map_err(|e| format!("cannot build the backend's HTTP client: {e}"))?;
     let chat = Arc::new(Chat {
         http,
+        publish_url: format!("http://{publish_addr}/channels/{CHANNEL}"),
         callback_prefix: format!("{bridge_base}/"),
-        clients: Mutex::new(HashSet::new()),
+        clients: Mutex::new(0),
         page: CHAT_PAGE.replace("__WS_URL__", client_url.as_str()),
     });
     let app = Router::new()
@@ -428,7 +421,9 @@ async fn demo() -> Result<(), String> {
     {
         return Ok(());
     }
-    let bridge = tokio::spawn(websocket_bridge::run(bridge_listener, config, stop));
+    let mut listeners = websocket_bridge::Listeners::new(bridge_listener);
+    listeners.publish = Some(publish_listener);
+    let bridge = tokio::spawn(websocket_bridge::run_with(listeners, config, stop));
 
     // Both listeners are bound, so connections made from now on are served.
     let banner = format!(
