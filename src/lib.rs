@@ -28,6 +28,7 @@
 
 mod backend;
 mod callback;
+mod cluster;
 mod config;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

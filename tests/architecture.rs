@@ -23,22 +23,28 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "cluster",
+        &[
+            "protocol", "policy", "metrics", "logging", "config", "backend", "session",
+        ],
+    ),
+    (
         "callback",
         &[
-            "protocol", "policy", "metrics", "logging", "config", "session",
+            "protocol", "policy", "metrics", "logging", "config", "session", "cluster",
         ],
     ),
     (
         "publish",
         &[
-            "protocol", "policy", "metrics", "logging", "config", "session",
+            "protocol", "policy", "metrics", "logging", "config", "session", "cluster",
         ],
     ),
     (
         "server",
         &[
-            "protocol", "policy", "metrics", "logging", "config", "backend", "session", "callback",
-            "publish",
+            "protocol", "policy", "metrics", "logging", "config", "backend", "session", "cluster",
+            "callback", "publish",
         ],
     ),
 ];

@@ -34,6 +34,19 @@ impl RequestIds {
         })
     }
 
+    /// The nonce as 16 hex digits, to be stored for another node (cluster mode).
+    pub(crate) fn nonce_hex(&self) -> String {
+        format!("{:016x}", self.nonce)
+    }
+
+    /// The ids of a connection whose nonce another node stored.
+    pub(crate) fn from_nonce_hex(hex: &str) -> Option<Self> {
+        (hex.len() == 16)
+            .then(|| u64::from_str_radix(hex, 16).ok())
+            .flatten()
+            .map(|nonce| RequestIds { nonce })
+    }
+
     /// The id of the connect hook POST.
     pub(crate) fn connect(&self) -> HeaderValue {
         self.value(format_args!("c"))

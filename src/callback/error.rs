@@ -75,6 +75,10 @@ pub(crate) enum ApiError {
         "method not allowed: {{callback}}/channels/{{name}} takes PUT (join), DELETE (leave) and OPTIONS"
     )]
     ChannelMethod,
+    /// 503 (or 404 once the node is gone): the connection is on another node that could not
+    /// be reached (cluster mode).
+    #[error(transparent)]
+    Forward(#[from] crate::cluster::ForwardError),
     /// 405: a method the callback API does not serve.
     #[error(
         "method not allowed: callback URLs take POST (send), DELETE (close), GET (facts) and OPTIONS"
@@ -93,9 +97,10 @@ impl ApiError {
             | ApiError::BadClose(_)
             | ApiError::BadChannel(_) => StatusCode::BAD_REQUEST,
             ApiError::TooManyChannels(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::QueueFull { .. } | ApiError::Busy { .. } | ApiError::ConnectionBusy => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::QueueFull { .. }
+            | ApiError::Busy { .. }
+            | ApiError::ConnectionBusy
+            | ApiError::Forward(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ForeignOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::Method | ApiError::ChannelMethod => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,

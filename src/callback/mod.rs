@@ -12,26 +12,30 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use crate::config::CallbackConfig;
+use crate::cluster::Cluster;
+use crate::config::{CallbackConfig, NodeId};
 use crate::logging::worth_logging;
 use crate::metrics::Metrics;
 use crate::protocol::Payload;
 use crate::protocol::channel::ChannelName;
 use crate::session::channels::Channels;
 use crate::session::mailbox::Refused;
-use crate::session::registry::{ConnectionHandle, ConnectionId, Outbound, Registry};
+use crate::session::registry::{ConnectionHandle, ConnectionId, Outbound, Registry, parse_token};
 use body::{BodyLimits, CALLBACK_BODY_WAIT, discard, read_body};
 use close::close_params;
 pub(crate) use error::ApiError;
+pub(crate) use remote::CallbackInbox;
 
 mod body;
 pub(crate) mod close;
 mod error;
+mod remote;
 
 /// How long `DELETE` waits for room in a full queue before answering 503.
 pub(crate) const CLOSE_QUEUE_WAIT: Duration = Duration::from_secs(5);
@@ -45,6 +49,8 @@ pub(crate) struct Callbacks {
     registry: Arc<dyn Registry>,
     channels: Arc<Channels>,
     metrics: Arc<Metrics>,
+    /// Set in cluster mode: callbacks for other nodes' connections are forwarded.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
     /// Bytes of callback bodies held while being read (`--callback-body-memory`), one permit
     /// per byte.
     body_memory: Semaphore,
@@ -63,39 +69,41 @@ impl Callbacks {
             registry,
             channels,
             metrics,
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
-    /// Serves one request to the callback URL of connection `id` (or to its `channels/{name}`
-    /// when `channel` is given): refuses foreign origins, dispatches on the method, adds the
-    /// CORS headers, counts the answer.
+    /// Forwards callbacks for other nodes' connections through `cluster`; once.
+    pub(crate) fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Serves one request to the callback URL with this token (or to its `channels/{name}`
+    /// when `channel` is given): refuses foreign origins, serves the connection here or
+    /// forwards to the node that holds it, adds the CORS headers, counts the answer.
     pub(crate) async fn serve(
         &self,
-        id: &str,
+        token: &str,
         channel: Option<&str>,
         request: Request<Body>,
     ) -> Response {
         let (parts, body) = request.into_parts();
-        let result = match (self.check_origin(&parts.headers), channel) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(channel)) => match parts.method {
-                Method::OPTIONS => Ok(preflight()),
-                method => self
-                    .membership(id, channel, &method)
-                    .map(IntoResponse::into_response),
-            },
-            (Ok(()), None) => match parts.method {
-                Method::POST => self
-                    .post(id, &parts.headers, body)
-                    .await
-                    .map(IntoResponse::into_response),
-                Method::DELETE => self
-                    .delete(id, parts.uri.query())
-                    .await
-                    .map(IntoResponse::into_response),
-                Method::GET | Method::HEAD => self.get(id).map(IntoResponse::into_response),
-                Method::OPTIONS => Ok(preflight()),
-                _ => Err(ApiError::Method),
+        let result = match self.check_origin(&parts.headers) {
+            Err(e) => Err(e),
+            Ok(()) if parts.method == Method::OPTIONS => Ok(preflight()),
+            Ok(()) => match self.route(token) {
+                Route::Local(id) => self.serve_local(id, channel, &parts, body).await,
+                Route::Remote(cluster, node, id) => {
+                    self.serve_remote(&cluster, &node, id, channel, &parts, body)
+                        .await
+                }
+                Route::Unknown => {
+                    if parts.method == Method::POST {
+                        let config = &self.config;
+                        discard(body, config.max_message_size, config.body_timeout).await;
+                    }
+                    Err(ApiError::UnknownConnection)
+                }
             },
         };
         let mut response = result.unwrap_or_else(IntoResponse::into_response);
@@ -104,15 +112,64 @@ impl Callbacks {
         response
     }
 
+    /// Where the connection named by `token` lives.
+    fn route(&self, token: &str) -> Route {
+        let Some((node, id)) = parse_token(token) else {
+            return Route::Unknown;
+        };
+        match (node, self.cluster.get()) {
+            (None, _) => Route::Local(id),
+            (Some(node), Some(cluster)) if node == *cluster.node() => Route::Local(id),
+            (Some(node), Some(cluster)) => Route::Remote(Arc::clone(cluster), node, id),
+            (Some(_), None) => Route::Unknown,
+        }
+    }
+
+    /// Serves a request for a connection of this node.
+    async fn serve_local(
+        &self,
+        id: ConnectionId,
+        channel: Option<&str>,
+        parts: &Parts,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        if let Some(channel) = channel {
+            let join = match parts.method {
+                Method::PUT => true,
+                Method::DELETE => false,
+                _ => return Err(ApiError::ChannelMethod),
+            };
+            let name = ChannelName::parse(channel)?;
+            return self
+                .membership(id, name, join)
+                .await
+                .map(IntoResponse::into_response);
+        }
+        match parts.method {
+            Method::POST => self
+                .post(id, &parts.headers, body)
+                .await
+                .map(IntoResponse::into_response),
+            Method::DELETE => {
+                let (code, reason) = close_params(parts.uri.query())?;
+                self.close(id, code, reason, CLOSE_QUEUE_WAIT)
+                    .await
+                    .map(IntoResponse::into_response)
+            }
+            Method::GET | Method::HEAD => self.get(id).map(|info| Json(info).into_response()),
+            _ => Err(ApiError::Method),
+        }
+    }
+
     /// `POST`: queues the body as one message to the client. 202 once queued.
     async fn post(
         &self,
-        id: &str,
+        id: ConnectionId,
         headers: &HeaderMap,
         body: Body,
     ) -> Result<StatusCode, ApiError> {
         let config = &self.config;
-        let Some((id, handle)) = self.lookup(id) else {
+        let Some(handle) = self.registry.lookup(&id) else {
             discard(body, config.max_message_size, config.body_timeout).await;
             return Err(ApiError::UnknownConnection);
         };
@@ -123,6 +180,21 @@ impl Callbacks {
             discard(body, config.max_message_size, config.body_timeout).await;
             return Err(self.queue_full(&handle, id));
         }
+        // At most two bodies per connection are read at once, so one callback URL cannot tie
+        // up the bridge.
+        let _reading = tokio::time::timeout(CALLBACK_BODY_WAIT, handle.body_reads.acquire())
+            .await
+            .map_err(|_| ApiError::ConnectionBusy)?
+            .map_err(|_| ApiError::UnknownConnection)?;
+        let payload = self.read_payload(headers, body).await?;
+        self.enqueue(&handle, id, payload)
+    }
+
+    /// Reads a callback body as one message: at most `--max-message-size` bytes; bridge-wide,
+    /// bodies hold a share of `--callback-body-memory` only for the bytes that have arrived,
+    /// so callers that announce much and send little hold little.
+    async fn read_payload(&self, headers: &HeaderMap, body: Body) -> Result<Payload, ApiError> {
+        let config = &self.config;
         let limit = config.max_message_size;
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -131,14 +203,6 @@ impl Callbacks {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::TooLarge { limit });
         }
-        // At most two bodies per connection are read at once, so one callback URL cannot tie
-        // up the bridge; bridge-wide, bodies hold a share of --callback-body-memory only for
-        // the bytes that have arrived, so callers that announce much and send little hold
-        // little.
-        let _reading = tokio::time::timeout(CALLBACK_BODY_WAIT, handle.body_reads.acquire())
-            .await
-            .map_err(|_| ApiError::ConnectionBusy)?
-            .map_err(|_| ApiError::UnknownConnection)?;
         let limits = BodyLimits {
             size: limit,
             within: config.body_timeout,
@@ -146,9 +210,7 @@ impl Callbacks {
             memory_limit: config.body_memory,
         };
         let bytes = read_body(body, limits).await?;
-        let payload = Payload::from_http(headers.get(header::CONTENT_TYPE), bytes)
-            .map_err(|_| ApiError::NotUtf8)?;
-        self.enqueue(&handle, id, payload)
+        Payload::from_http(headers.get(header::CONTENT_TYPE), bytes).map_err(|_| ApiError::NotUtf8)
     }
 
     /// Puts a message in the connection's queue, within its bounds.
@@ -165,17 +227,21 @@ impl Callbacks {
         }
     }
 
-    /// `DELETE ?code=&reason=`: closes the socket after the messages already accepted. 204
-    /// once the close is queued.
-    async fn delete(&self, id: &str, query: Option<&str>) -> Result<StatusCode, ApiError> {
-        let id = ConnectionId::parse(id).ok_or(ApiError::UnknownConnection)?;
-        let (code, reason) = close_params(query)?;
+    /// `DELETE ?code=&reason=`: closes the socket after the messages already accepted,
+    /// waiting at most `wait` for room in a full queue. 204 once the close is queued.
+    async fn close(
+        &self,
+        id: ConnectionId,
+        code: u16,
+        reason: String,
+        wait: Duration,
+    ) -> Result<StatusCode, ApiError> {
         let handle = self
             .registry
             .lookup(&id)
             .ok_or(ApiError::UnknownConnection)?;
         let close = Outbound::Close { code, reason };
-        match handle.mailbox.send_within(close, CLOSE_QUEUE_WAIT).await {
+        match handle.mailbox.send_within(close, wait).await {
             Ok(()) => Ok(StatusCode::NO_CONTENT),
             Err(Refused::Full(_)) => Err(ApiError::QueueFull {
                 capacity: handle.mailbox.capacity(),
@@ -185,29 +251,35 @@ impl Callbacks {
         }
     }
 
-    /// `PUT` (join) or `DELETE` (leave) `{callback}/channels/{name}`: 204; leaving a channel
-    /// the connection is not in is a no-op.
-    fn membership(&self, id: &str, channel: &str, method: &Method) -> Result<StatusCode, ApiError> {
-        let join = match *method {
-            Method::PUT => true,
-            Method::DELETE => false,
-            _ => return Err(ApiError::ChannelMethod),
-        };
-        let name = ChannelName::parse(channel)?;
-        let (id, handle) = self.lookup(id).ok_or(ApiError::UnknownConnection)?;
+    /// `PUT` (join) or `DELETE` (leave) `{callback}/channels/{name}`: 204 once publications
+    /// from every node reach the connection; leaving a channel one is not in is a no-op.
+    async fn membership(
+        &self,
+        id: ConnectionId,
+        name: ChannelName,
+        join: bool,
+    ) -> Result<StatusCode, ApiError> {
+        let handle = self
+            .registry
+            .lookup(&id)
+            .ok_or(ApiError::UnknownConnection)?;
         if join {
             self.channels.join(id, &handle, &name)?;
+            self.channels.settle(std::slice::from_ref(&name)).await;
         } else {
             self.channels.leave(id, &handle, &name);
         }
         Ok(StatusCode::NO_CONTENT)
     }
 
-    /// `GET`: facts about a live connection as JSON.
-    fn get(&self, id: &str) -> Result<Json<ConnectionInfo>, ApiError> {
-        let (id, handle) = self.lookup(id).ok_or(ApiError::UnknownConnection)?;
+    /// `GET`: facts about a live connection.
+    fn get(&self, id: ConnectionId) -> Result<ConnectionInfo, ApiError> {
+        let handle = self
+            .registry
+            .lookup(&id)
+            .ok_or(ApiError::UnknownConnection)?;
         let stats = &handle.stats;
-        Ok(Json(ConnectionInfo {
+        Ok(ConnectionInfo {
             id: id.full(),
             connected_at: humantime::format_rfc3339_millis(stats.connected_at).to_string(),
             subprotocol: stats.subprotocol.clone(),
@@ -217,13 +289,7 @@ impl Callbacks {
             bytes_out: stats.bytes_out.load(Ordering::Relaxed),
             last_activity: humantime::format_rfc3339_millis(stats.last_activity()).to_string(),
             channels: self.channels.of(&handle),
-        }))
-    }
-
-    /// The live connection with this id, if the id is one.
-    fn lookup(&self, id: &str) -> Option<(ConnectionId, ConnectionHandle)> {
-        let id = ConnectionId::parse(id)?;
-        self.registry.lookup(&id).map(|handle| (id, handle))
+        })
     }
 
     /// With `--callback-cors-origin` set, refuses requests from browser pages of other
@@ -277,6 +343,16 @@ impl Callbacks {
             bytes: handle.mailbox.byte_capacity(),
         }
     }
+}
+
+/// Where a callback's connection lives.
+enum Route {
+    /// On this node.
+    Local(ConnectionId),
+    /// On another node of the cluster.
+    Remote(Arc<Cluster>, NodeId, ConnectionId),
+    /// Nowhere: the token is not one.
+    Unknown,
 }
 
 /// The answer to a CORS preflight (`OPTIONS`); `Access-Control-Allow-Origin` is added by

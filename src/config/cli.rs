@@ -355,6 +355,35 @@ pub struct Cli {
     #[arg(long, env = "WS_BRIDGE_MAX_PUBLISH_SIZE", default_value = "8MiB", value_name = "BYTES", value_parser = parse_size)]
     pub(crate) max_publish_size: usize,
 
+    /// Cluster mode: the Redis server the nodes share, `redis://[:PASSWORD@]HOST:PORT/[DB]` or
+    /// `rediss://` (TLS). Callback URLs and channels then work across every node.
+    /// [default: none, a single node]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    #[serde(serialize_with = "show::optional_secret_url")]
+    pub(crate) redis_url: Option<String>,
+
+    /// This node's id in a cluster (1-32 of a-z, 0-9, -); it begins every callback token the
+    /// node hands out. [default: 12 random hex digits]
+    #[arg(long, env = "WS_BRIDGE_NODE_ID", value_name = "ID")]
+    pub(crate) node_id: Option<String>,
+
+    /// A node whose heartbeat in Redis is older than this is dead: another node sends the
+    /// disconnect POSTs of its connections (cause node-lost). [default: 10s]
+    #[arg(long, env = "WS_BRIDGE_NODE_TIMEOUT", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(serialize_with = "show::duration")]
+    pub(crate) node_timeout: Duration,
+
+    /// Time a callback forwarded to the node holding the connection may take to be answered;
+    /// beyond it the caller gets 503 with Retry-After. [default: 2s]
+    #[arg(long, env = "WS_BRIDGE_FORWARD_TIMEOUT", default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(serialize_with = "show::duration")]
+    pub(crate) forward_timeout: Duration,
+
     /// Address of a separate listener serving Prometheus metrics at /metrics, HOST:PORT.
     /// [default: none, off]
     #[arg(long, env = "WS_BRIDGE_METRICS_ADDRESS", value_name = "HOST:PORT")]
@@ -566,6 +595,23 @@ mod show {
             s.serialize_none()
         } else {
             s.serialize_str(&format!("{n} secret(s), redacted"))
+        }
+    }
+
+    /// A URL that may hold a password: shown without it.
+    pub(super) fn optional_secret_url<S: Serializer>(
+        value: &Option<String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value.as_deref().map(url::Url::parse) {
+            None => s.serialize_none(),
+            Some(Ok(mut url)) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("redacted"));
+                }
+                s.serialize_str(url.as_str())
+            }
+            Some(Err(_)) => s.serialize_str("(not a URL)"),
         }
     }
 }

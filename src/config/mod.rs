@@ -27,8 +27,10 @@ use cli::MAX_MAX_MESSAGE_SIZE;
 use parse::{ValueError, resolve_address};
 use tls::TlsError;
 
+pub(crate) use cluster::{ClusterConfig, NodeId};
 pub(crate) use publish::PublishConfig;
 pub(crate) mod cli;
+mod cluster;
 pub(crate) mod parse;
 mod publish;
 pub(crate) mod tls;
@@ -86,6 +88,9 @@ pub enum ConfigError {
         "--publish-address {0} is reachable from other machines but no --publish-secret was given: set one (e.g. openssl rand -hex 32), or listen on 127.0.0.1"
     )]
     PublishWithoutSecret(SocketAddr),
+    /// A cluster flag is wrong.
+    #[error("{0}")]
+    Cluster(String),
     /// A numeric flag is out of range.
     #[error("{flag} {value}: {reason}")]
     OutOfRange {
@@ -104,6 +109,8 @@ pub struct Config {
     pub(crate) backend: BackendConfig,
     pub(crate) limits: LimitsConfig,
     pub(crate) publish: PublishConfig,
+    /// Cluster mode, when `--redis-url` is given.
+    pub(crate) cluster: Option<ClusterConfig>,
     /// The flags as `--check-config` prints them.
     description: String,
 }
@@ -148,6 +155,8 @@ pub(crate) struct SessionConfig {
     pub(crate) send_queue_bytes: usize,
     /// Channels one connection may be in.
     pub(crate) max_channels_per_connection: usize,
+    /// This node's id in a cluster: callback tokens are then `{node}.{uuid}`.
+    pub(crate) node: Option<NodeId>,
     /// Client messages read ahead while a POST is in flight.
     pub(crate) read_ahead_messages: usize,
     /// Client bytes read ahead while a POST is in flight.
@@ -214,8 +223,11 @@ impl TryFrom<Cli> for Config {
         check_ranges(&cli)?;
         check_timeouts(&cli)?;
         let server = server_config(&cli)?;
+        let cluster = cluster::cluster_config(&cli)?;
+        let mut session = session_config(&cli, server.tls.is_some())?;
+        session.node = cluster.as_ref().map(|c| c.node.clone());
         Ok(Config {
-            session: session_config(&cli, server.tls.is_some())?,
+            session,
             callback: callback_config(&cli)?,
             backend: backend_config(&cli)?,
             limits: LimitsConfig {
@@ -223,6 +235,7 @@ impl TryFrom<Cli> for Config {
                 max_connections_per_ip: cli.max_connections_per_ip,
             },
             publish: publish::publish_config(&cli)?,
+            cluster,
             server,
             description: cli.describe(),
         })
@@ -289,6 +302,7 @@ fn session_config(cli: &Cli, tls: bool) -> Result<SessionConfig, ConfigError> {
         send_queue: cli.send_queue,
         send_queue_bytes: cli.send_queue_bytes,
         max_channels_per_connection: cli.max_channels_per_connection,
+        node: None,
         read_ahead_messages: cli.read_ahead_messages,
         read_ahead_bytes: cli.read_ahead_bytes,
         rate_limit: (cli.max_messages_per_second > 0)

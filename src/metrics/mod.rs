@@ -16,8 +16,10 @@ use prometheus_client::registry::Registry;
 
 use crate::protocol::Cause;
 pub(crate) use channels::ChannelMetrics;
+pub(crate) use cluster::{ClusterMetrics, ForwardOutcome};
 
 mod channels;
+mod cluster;
 
 /// Declares a label enum: its variants, their label values, and the encoding.
 macro_rules! label_enum {
@@ -185,6 +187,8 @@ pub(crate) struct Metrics {
     pub(crate) rate_limited: Counter,
     /// Channels and publications.
     pub(crate) channel: ChannelMetrics,
+    /// Cluster mode.
+    pub(crate) cluster: ClusterMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -219,6 +223,7 @@ impl Metrics {
             queue_full: Counter::default(),
             rate_limited: Counter::default(),
             channel: ChannelMetrics::default(),
+            cluster: ClusterMetrics::default(),
         };
         m.register(&mut registry);
         Metrics { registry, ..m }
@@ -293,6 +298,7 @@ impl Metrics {
         );
         registry.register("rate_limited", "Client messages over --max-messages-per-second (the client was paused, or closed under --rate-limit-action close)", self.rate_limited.clone());
         self.channel.register(registry);
+        self.cluster.register(registry);
     }
 
     /// Counts a closed connection.

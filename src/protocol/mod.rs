@@ -126,6 +126,8 @@ pub(crate) enum Cause {
     InternalError,
     /// A channel publication found the client's send queue full.
     SlowConsumer,
+    /// The node holding the connection died; another node reports it (cluster mode).
+    NodeLost,
 }
 
 impl Cause {
@@ -145,6 +147,7 @@ impl Cause {
             Cause::RateLimited => "rate-limited",
             Cause::InternalError => "internal-error",
             Cause::SlowConsumer => "slow-consumer",
+            Cause::NodeLost => "node-lost",
         }
     }
 }

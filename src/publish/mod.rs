@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use crate::cluster::{Cluster, RedisDown, wire};
 use crate::config::PublishConfig;
 use crate::logging::worth_logging;
 use crate::protocol::Payload;
@@ -36,6 +37,8 @@ pub(crate) const MAX_CONCURRENT_REQUESTS: usize = 16;
 /// What the publish listener serves with.
 pub(crate) struct Publisher {
     channels: Arc<Channels>,
+    /// In cluster mode publications go through Redis to every node (this one included).
+    cluster: Option<Arc<Cluster>>,
     auth: Authorizer,
     config: PublishConfig,
     requests: Semaphore,
@@ -63,6 +66,8 @@ enum PublishError {
     BadBody(String),
     #[error("{MAX_CONCURRENT_REQUESTS} publish requests are being read already; retry shortly")]
     Busy,
+    #[error(transparent)]
+    RedisDown(#[from] RedisDown),
 }
 
 impl PublishError {
@@ -75,7 +80,7 @@ impl PublishError {
             | PublishError::BadBody(_) => StatusCode::BAD_REQUEST,
             PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            PublishError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            PublishError::Busy | PublishError::RedisDown(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -99,10 +104,15 @@ impl IntoResponse for PublishError {
 }
 
 impl Publisher {
-    pub(crate) fn new(config: PublishConfig, channels: Arc<Channels>) -> Self {
+    pub(crate) fn new(
+        config: PublishConfig,
+        channels: Arc<Channels>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         Publisher {
             auth: Authorizer::new(&config.secrets),
             channels,
+            cluster,
             config,
             requests: Semaphore::new(MAX_CONCURRENT_REQUESTS),
             refused: AtomicU64::new(0),
@@ -136,8 +146,34 @@ impl Publisher {
         }
     }
 
-    /// Delivers checked publications in order; what they did, summed.
-    fn deliver(&self, publications: &[Publication]) -> Delivery {
+    /// Delivers checked publications in order: to this node's members, or in cluster mode
+    /// through Redis to every node's.
+    async fn deliver(&self, publications: &[Publication]) -> Result<Outcome, PublishError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(Outcome::Local(self.deliver_here(publications)));
+        };
+        let items: Vec<(ChannelName, wire::Publication)> = publications
+            .iter()
+            .filter_map(|p| {
+                let item = match &p.action {
+                    Action::Send(payload) => wire::Publication::Send(payload.clone()),
+                    Action::Close { code, reason } => wire::Publication::Close {
+                        code: *code,
+                        reason: reason.clone(),
+                    },
+                    Action::Nothing => return None,
+                };
+                Some((p.channel.clone(), item))
+            })
+            .collect();
+        let nodes = cluster.publish(&items).await?;
+        Ok(Outcome::Cluster {
+            nodes: nodes.into_iter().sum(),
+        })
+    }
+
+    /// Delivers checked publications to this node's members, in order.
+    fn deliver_here(&self, publications: &[Publication]) -> Delivery {
         let mut total = Delivery::default();
         for publication in publications {
             let item = match &publication.action {
@@ -171,8 +207,8 @@ async fn publish_grip(
     let limit = (publisher.config.max_body, "--max-publish-size");
     let body = publisher.admit(&headers, body, limit).await?;
     let publications = grip::parse(&body, publisher.config.max_message_size)?;
-    let delivery = publisher.deliver(&publications);
-    Ok(answer(&headers, publications.len(), delivery))
+    let outcome = publisher.deliver(&publications).await?;
+    Ok(answer(&headers, publications.len(), outcome))
 }
 
 /// `POST /channels/{name}`: the body is one message (text for `text/*`, binary otherwise).
@@ -191,30 +227,46 @@ async fn publish_raw(
         channel,
         action: Action::Send(payload),
     };
-    let delivery = publisher.deliver(std::slice::from_ref(&publication));
-    Ok(answer(&headers, 1, delivery))
+    let outcome = publisher
+        .deliver(std::slice::from_ref(&publication))
+        .await?;
+    Ok(answer(&headers, 1, outcome))
 }
 
 /// 200: JSON counts when the request accepts JSON, a line of text otherwise.
-fn answer(headers: &HeaderMap, items: usize, delivery: Delivery) -> Response {
+fn answer(headers: &HeaderMap, items: usize, outcome: Outcome) -> Response {
     let wants_json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
-    if wants_json {
-        axum::Json(serde_json::json!({
+    match (outcome, wants_json) {
+        (Outcome::Local(delivery), true) => axum::Json(serde_json::json!({
             "items": items,
             "recipients": delivery.recipients,
             "evicted": delivery.evicted,
         }))
-        .into_response()
-    } else {
-        format!(
+        .into_response(),
+        (Outcome::Local(delivery), false) => format!(
             "Published {items} item(s) to {} recipient(s)\n",
             delivery.recipients
         )
-        .into_response()
+        .into_response(),
+        (Outcome::Cluster { nodes }, true) => {
+            axum::Json(serde_json::json!({ "items": items, "nodes": nodes })).into_response()
+        }
+        (Outcome::Cluster { nodes }, false) => {
+            format!("Published {items} item(s) to {nodes} node(s) with members\n").into_response()
+        }
     }
+}
+
+/// What a publish request did.
+enum Outcome {
+    /// Delivered to this node's members.
+    Local(Delivery),
+    /// Handed to Redis: the publications reached this many subscribed nodes (summed over
+    /// the items).
+    Cluster { nodes: usize },
 }
 
 /// Anything else on the publish listener.

@@ -30,7 +30,7 @@ pub(crate) const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// What serving HTTP needs: the two layers it routes to and the HTTP timeouts.
 pub(crate) struct App {
     pub(crate) sessions: Arc<Sessions>,
-    pub(crate) callbacks: Callbacks,
+    pub(crate) callbacks: Arc<Callbacks>,
     /// The path callback URLs start with: the base URL's path plus `/`.
     pub(crate) callback_prefix: String,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
@@ -149,8 +149,10 @@ async fn route(app: &App, peer: SocketAddr, request: Request<Incoming>) -> Respo
 /// The id part of a callback path (`{prefix}{id}`), if the path has that shape.
 fn callback_path<'a>(prefix: &str, path: &'a str) -> Option<(&'a str, Option<&'a str>)> {
     let rest = path.strip_prefix(prefix)?;
-    let (id, rest) = rest.split_at_checked(ConnectionId::LENGTH)?;
-    if id.contains('/') {
+    let (id, rest) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    // `{uuid}`, or `{node}.{uuid}` in a cluster (the callback API checks the rest).
+    let uuid = id.rsplit('.').next().unwrap_or(id);
+    if uuid.len() != ConnectionId::LENGTH || id.len() > ConnectionId::LENGTH + 33 {
         return None;
     }
     match rest {
@@ -182,6 +184,19 @@ mod tests {
             Some((id, Some("room-1")))
         );
         assert_eq!(callback_path("/", &format!("/{id}/channels/a/b")), None);
+        let token = format!("node-1.{id}");
+        assert_eq!(
+            callback_path("/", &format!("/{token}")),
+            Some((token.as_str(), None))
+        );
+        assert_eq!(
+            callback_path("/", &format!("/{token}/channels/x")),
+            Some((token.as_str(), Some("x")))
+        );
+        assert_eq!(
+            callback_path("/", &format!("/{}.{id}", "n".repeat(40))),
+            None
+        );
         assert_eq!(
             callback_path("/", &format!("/{id}/channels/")),
             Some((id, Some(""))),

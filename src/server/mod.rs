@@ -15,7 +15,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::backend::BackendClient;
-use crate::callback::Callbacks;
+use crate::callback::{CallbackInbox, Callbacks};
+use crate::cluster::Cluster;
 use crate::config::{BaseUrl, Config};
 use crate::metrics::Metrics;
 use crate::policy::limits::ConnectionLimits;
@@ -39,6 +40,9 @@ pub enum RunError {
     /// The metrics listener could not be bound.
     #[error("cannot listen on {0} (--metrics-address): {1}")]
     MetricsBind(SocketAddr, #[source] std::io::Error),
+    /// Cluster mode could not start (Redis unreachable).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The publish listener could not be bound.
     #[error("cannot listen on {0} (--publish-address): {1}")]
     PublishBind(SocketAddr, #[source] std::io::Error),
@@ -135,20 +139,43 @@ pub async fn run_with(
     }
     let grace = config.server.shutdown_grace;
     let publish_config = config.publish.clone();
+    let cluster_config = config.cluster.clone();
+    let cluster_registry = cluster_config.as_ref().map(crate::cluster::registry);
     let app = Arc::new(assemble(
         config,
         local,
         metrics_address,
-        metrics,
+        Arc::clone(&metrics),
         shutdown_token.clone(),
+        cluster_registry.clone().map(|r| r as Arc<dyn Registry>),
     )?);
+    let cluster = match (cluster_config, cluster_registry) {
+        (Some(config), Some(registry)) => {
+            let cluster = Cluster::start(
+                config,
+                Arc::clone(&app.sessions),
+                registry,
+                metrics,
+                shutdown_token.clone(),
+            )
+            .await?;
+            cluster.set_inbox(Arc::new(CallbackInbox(Arc::clone(&app.callbacks))));
+            app.callbacks.set_cluster(Arc::clone(&cluster));
+            Some(cluster)
+        }
+        _ => None,
+    };
     if let Some(publish_listener) = publish_listener {
         info!(
             address = %publish_listener.local_addr().map_err(RunError::LocalAddr)?,
             authorization = !publish_config.secrets.is_empty(),
             "publish API listening"
         );
-        let publisher = Publisher::new(publish_config, Arc::clone(&app.sessions.channels));
+        let publisher = Publisher::new(
+            publish_config,
+            Arc::clone(&app.sessions.channels),
+            cluster.clone(),
+        );
         tokio::spawn(crate::publish::serve(
             publish_listener,
             Arc::new(publisher),
@@ -157,6 +184,9 @@ pub async fn run_with(
     }
     accept_until(&listener, &app, shutdown).await;
     drain(&listener, &app, grace).await;
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
+    }
     Ok(())
 }
 
@@ -167,6 +197,7 @@ fn assemble(
     metrics_address: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    cluster_registry: Option<Arc<dyn Registry>>,
 ) -> Result<App, RunError> {
     let Config {
         server,
@@ -190,7 +221,8 @@ fn assemble(
         Some(url) => url,
         None => own_base_url(server.tls.is_some(), local),
     };
-    let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::default());
+    let registry: Arc<dyn Registry> =
+        cluster_registry.unwrap_or_else(|| Arc::new(LocalRegistry::default()));
     let channels = Arc::new(Channels::new(
         session.max_channels_per_connection,
         Arc::clone(&metrics),
@@ -224,7 +256,7 @@ fn assemble(
         "websocket-bridge listening"
     );
     Ok(App {
-        callbacks: Callbacks::new(callback, registry, channels, metrics),
+        callbacks: Arc::new(Callbacks::new(callback, registry, channels, metrics)),
         sessions,
         callback_prefix,
         tls: server.tls.map(tokio_rustls::TlsAcceptor::from),

@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use futures_util::future::BoxFuture;
 
 use tracing::warn;
 
@@ -41,12 +43,24 @@ type Shard = HashMap<ChannelName, Arc<Mutex<Channel>>>;
 /// Shards of the channel map.
 const SHARDS: usize = 64;
 
+/// How publications made on other nodes reach this one (cluster mode): a channel is
+/// subscribed while this node has members in it.
+pub(crate) trait ChannelBus: Send + Sync {
+    /// Makes publications to `name` reach this node; resolves once they do (or once the bus
+    /// has given up waiting; it keeps trying in the background).
+    fn subscribe(&self, name: &ChannelName) -> BoxFuture<'static, ()>;
+    /// This node has no member of `name` left.
+    fn unsubscribe(&self, name: &ChannelName);
+}
+
 /// Every channel of this node.
 pub(crate) struct Channels {
     shards: Box<[Mutex<Shard>]>,
     hasher: std::collections::hash_map::RandomState,
     max_per_connection: usize,
     metrics: Arc<Metrics>,
+    /// Set in cluster mode.
+    bus: OnceLock<Arc<dyn ChannelBus>>,
 }
 
 /// What one publication did.
@@ -70,6 +84,22 @@ impl Channels {
             hasher: std::collections::hash_map::RandomState::new(),
             max_per_connection,
             metrics,
+            bus: OnceLock::new(),
+        }
+    }
+
+    /// Connects the channels to the other nodes (cluster mode); once.
+    pub(crate) fn set_bus(&self, bus: Arc<dyn ChannelBus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// Resolves once publications to each of `names` made on any node reach this one: at
+    /// once on a single node. Called after joining, before telling anyone it is done.
+    pub(crate) async fn settle(&self, names: &[ChannelName]) {
+        if let Some(bus) = self.bus.get() {
+            for name in names {
+                bus.subscribe(name).await;
+            }
         }
     }
 
@@ -144,26 +174,28 @@ impl Channels {
             drop(members);
             shard.remove(name);
             self.metrics.channel.channels.dec();
+            if let Some(bus) = self.bus.get() {
+                bus.unsubscribe(name);
+            }
         }
     }
 
     /// Applies a frame POST answer's `x-ws-proxy-unsubscribe`, then its
     /// `x-ws-proxy-subscribe`. Names that are not channel names, and joins beyond
     /// `--max-channels-per-connection`, are logged and skipped: the connection goes on.
+    /// Returns the channels asked to join (to [`Channels::settle`]).
     pub(crate) fn apply(
         &self,
         id: ConnectionId,
         link: &ConnectionHandle,
         headers: &ChannelHeaders,
-    ) {
+    ) -> Vec<ChannelName> {
         for name in named(headers.unsubscribe.as_ref(), HEADER_UNSUBSCRIBE) {
             self.leave(id, link, &name);
         }
-        self.join_all(
-            id,
-            link,
-            &named(headers.subscribe.as_ref(), HEADER_SUBSCRIBE),
-        );
+        let joined = named(headers.subscribe.as_ref(), HEADER_SUBSCRIBE);
+        self.join_all(id, link, &joined);
+        joined
     }
 
     /// Joins each of `names`; joins beyond the limit are logged and skipped.
@@ -178,6 +210,19 @@ impl Channels {
                 warn!(channel = %name, "backend asked to join a channel: {e}; not joined");
             }
         }
+    }
+
+    /// Whether `name` has a member on this node.
+    pub(crate) fn has(&self, name: &ChannelName) -> bool {
+        lock(self.shard(name)).contains_key(name)
+    }
+
+    /// Every channel with a member on this node (for the cluster's reconciliation).
+    pub(crate) fn names(&self) -> Vec<ChannelName> {
+        self.shards
+            .iter()
+            .flat_map(|shard| lock(shard).keys().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// The channels connection `link` is in, sorted.

@@ -294,9 +294,11 @@ where
             && let Some(registration) = &self.registration
         {
             let id = registration.id();
-            self.sessions
+            let joined = self
+                .sessions
                 .channels
                 .apply(id, &self.link, &answer.channels);
+            self.sessions.channels.settle(&joined).await;
         }
         match result.map(|answer| answer.reply) {
             Ok(None) => Ok(()),

@@ -16,7 +16,7 @@ use super::Sessions;
 use super::close::Ending;
 use super::connection::{self, Connection};
 use super::refusal::{self, Refusal, limit_refusal};
-use super::registry::{ConnectionId, ConnectionStats, Link, register};
+use super::registry::{ConnectionId, ConnectionStats, Departure, Link, register};
 use super::request::{
     BackendUrls, backend_urls, check_header_sizes, check_origin, check_upgrade,
     offered_subprotocols,
@@ -136,7 +136,8 @@ async fn open<B>(
     let id = ConnectionId::random();
     let request_ids =
         RequestIds::random().map_err(|e| internal(format!("{e}; try again later")))?;
-    let callback = HeaderValue::from_str(&format!("{}/{}", sessions.base_url.as_str(), id.full()))
+    let callback = format!("{}/{}", sessions.base_url.as_str(), sessions.token(id));
+    let callback = HeaderValue::from_str(&callback)
         .map_err(|_| internal("cannot build the callback URL".to_owned()))?;
     let hooked = match &admitted.urls.connect {
         Some(hook) => {
@@ -154,6 +155,19 @@ async fn open<B>(
     // Members before the 101 is sent: the first publication after the hook's answer reaches
     // the connection, queued behind the hook's first message.
     sessions.channels.join_all(id, &handle, &hooked.channels);
+    sessions.channels.settle(&hooked.channels).await;
+    if sessions.config.node.is_some()
+        && let Some(disconnect) = &admitted.urls.disconnect
+    {
+        sessions.registry.record(
+            id,
+            Departure {
+                disconnect: disconnect.to_string(),
+                callback: String::from_utf8_lossy(callback.as_bytes()).into_owned(),
+                nonce: request_ids.nonce_hex(),
+            },
+        );
+    }
     let backend = &sessions.backend;
     let connection = Connection {
         frame_url: Arc::new(backend.target(admitted.urls.frame)),

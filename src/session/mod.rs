@@ -61,6 +61,14 @@ pub(crate) struct SessionParts {
 }
 
 impl Sessions {
+    /// The callback token of connection `id`: `{uuid}`, or `{node}.{uuid}` in a cluster.
+    pub(crate) fn token(&self, id: registry::ConnectionId) -> String {
+        match &self.config.node {
+            Some(node) => format!("{node}.{}", id.full()),
+            None => id.full(),
+        }
+    }
+
     pub(crate) fn new(parts: SessionParts) -> Self {
         Sessions {
             config: parts.config,

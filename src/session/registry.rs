@@ -207,6 +207,34 @@ pub(crate) trait Registry: Send + Sync + 'static {
     fn remove(&self, id: &ConnectionId);
     /// Number of registered connections.
     fn len(&self) -> usize;
+    /// Keeps what another node needs to send this connection's disconnect POST should this
+    /// node die (cluster mode); forgotten with [`Registry::remove`].
+    fn record(&self, _id: ConnectionId, _departure: Departure) {}
+}
+
+/// What another node needs to send a connection's disconnect POST if the node holding it dies.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Departure {
+    /// The disconnect URL.
+    #[serde(rename = "d")]
+    pub(crate) disconnect: String,
+    /// The callback URL (`x-ws-proxy-send`).
+    #[serde(rename = "s")]
+    pub(crate) callback: String,
+    /// The request-id nonce, so the POST carries the id the owner would have used.
+    #[serde(rename = "n")]
+    pub(crate) nonce: String,
+}
+
+/// The parts of a callback token: `{uuid}` on a single node, `{node}.{uuid}` in a cluster.
+pub(crate) fn parse_token(token: &str) -> Option<(Option<crate::config::NodeId>, ConnectionId)> {
+    match token.split_once('.') {
+        None => Some((None, ConnectionId::parse(token)?)),
+        Some((node, id)) => Some((
+            Some(crate::config::NodeId::parse(node)?),
+            ConnectionId::parse(id)?,
+        )),
+    }
 }
 
 /// Adds a connection to `registry`; the entry lives until the returned guard is dropped.
