@@ -497,7 +497,7 @@ async fn a_member_that_never_reads_is_evicted_and_the_others_get_everything() {
         let gone = backend.wait_for("/gone", 1).await;
         assert_eq!(gone[0].header("x-ws-proxy-close-code"), Some("1013"));
         assert_eq!(gone[0].header("x-ws-proxy-close-cause"), Some("slow-consumer"));
-        let metrics_ok = http.get(format!("{reader_callback}")).send().await.unwrap().status();
+        let metrics_ok = http.get(reader_callback.to_string()).send().await.unwrap().status();
         assert_eq!(metrics_ok, 200, "the reader is still connected");
         reader.close(None).await.unwrap();
         drop(sleeper);
