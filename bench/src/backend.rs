@@ -10,6 +10,11 @@
 //! - `POST /hello`: POSTs the callback URL itself, as text, through that callback URL, then
 //!   answers 204, so each client learns its own callback URL (downstream scenarios). This works
 //!   with bridges that do not relay the frame POST's answer (the original does not).
+//! - `POST /subscribe?channel=NAME`: a connect hook; answers 200 with
+//!   `x-ws-proxy-subscribe: NAME`, so the bridge joins the connection to that channel before
+//!   it answers the handshake (fanout scenario).
+//! - `POST /register`: notes the callback URL of the frame POST and answers 204, so the bench
+//!   can later POST to every client in turn (fanout-by-callbacks scenario).
 //! - `POST /disconnect`: answers 204 (the disconnect URL every client names).
 //!
 //! The header holding the callback URL depends on the bridge ([`Backend::set_callback_header`]);
@@ -18,7 +23,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,6 +52,8 @@ pub(crate) struct Stats {
     pub(crate) callbacks_ok: AtomicU64,
     /// Callback POSTs that failed or were answered with anything but a 2xx.
     pub(crate) callbacks_failed: AtomicU64,
+    /// Connect hook calls answered on `/subscribe`.
+    pub(crate) subscribed: AtomicU64,
 }
 
 struct State {
@@ -54,6 +61,8 @@ struct State {
     client: Client<HttpConnector, Full<Bytes>>,
     /// The frame POST header that names the callback URL, per the bridge being measured.
     callback_header: RwLock<HeaderName>,
+    /// Callback URLs noted by `/register`, taken by [`Backend::take_registered`].
+    registered: Mutex<Vec<HeaderValue>>,
 }
 
 impl State {
@@ -89,6 +98,7 @@ impl Backend {
             stats: Arc::clone(&stats),
             client,
             callback_header: RwLock::new(HeaderName::from_static("x-ws-proxy-send")),
+            registered: Mutex::default(),
         });
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
@@ -129,6 +139,35 @@ impl Backend {
             .unwrap_or_else(PoisonError::into_inner) = HeaderName::from_static(header);
     }
 
+    /// The callback URLs `/register` noted since the last call, as origin-form paths, in the
+    /// order they arrived; the list is emptied. URLs that are not `http://HOST/PATH` are
+    /// dropped (and so missing from the count).
+    pub(crate) fn take_registered(&self) -> Vec<Uri> {
+        let taken = std::mem::take(
+            &mut *self
+                .state
+                .registered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        taken
+            .iter()
+            .filter_map(|url| {
+                let url = url.to_str().ok()?.strip_prefix("http://")?;
+                url[url.find('/')?..].parse().ok()
+            })
+            .collect()
+    }
+
+    /// How many callback URLs `/register` holds now.
+    pub(crate) fn registered(&self) -> usize {
+        self.state
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Where the backend listens.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
@@ -161,6 +200,8 @@ enum Route {
     Sink,
     Echo,
     Hello,
+    Subscribe,
+    Register,
     Disconnect,
     Unknown,
 }
@@ -173,10 +214,13 @@ async fn handle(
         "/sink" => Route::Sink,
         "/echo" => Route::Echo,
         "/hello" => Route::Hello,
+        "/subscribe" => Route::Subscribe,
+        "/register" => Route::Register,
         "/disconnect" => Route::Disconnect,
         _ => Route::Unknown,
     };
     let callback = req.headers().get(state.callback_header()).cloned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
     // Read the whole body so the keep-alive connection stays usable.
     let body = match req.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -211,11 +255,36 @@ async fn handle(
                 status(StatusCode::BAD_GATEWAY)
             }
         }
-        (Route::Echo | Route::Hello, None) => status(StatusCode::BAD_REQUEST),
+        (Route::Subscribe, _) => {
+            let channel = query
+                .strip_prefix("channel=")
+                .and_then(|name| HeaderValue::from_str(name).ok());
+            match channel {
+                Some(channel) => {
+                    state.stats.subscribed.fetch_add(1, Ordering::Relaxed);
+                    let mut response = status(StatusCode::OK);
+                    response.headers_mut().insert(SUBSCRIBE, channel);
+                    response
+                }
+                None => status(StatusCode::BAD_REQUEST),
+            }
+        }
+        (Route::Register, Some(callback)) => {
+            state
+                .registered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(callback);
+            status(StatusCode::NO_CONTENT)
+        }
+        (Route::Echo | Route::Hello | Route::Register, None) => status(StatusCode::BAD_REQUEST),
         (Route::Unknown, _) => status(StatusCode::NOT_FOUND),
     };
     Ok(response)
 }
+
+/// The connect hook answer header that joins the connection to channels.
+const SUBSCRIBE: HeaderName = HeaderName::from_static("x-ws-proxy-subscribe");
 
 /// Content type of binary callback bodies.
 const BINARY: &str = "application/octet-stream";

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, Command};
 
 use crate::BoxError;
-use crate::contract::{Needs, Ready, Side};
+use crate::contract::{CommandLine, Needs, Ready, Side};
 
 /// How long the bridge may take to be ready.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -57,6 +57,8 @@ pub(crate) struct Bridge {
     child: Child,
     pid: u32,
     addr: SocketAddr,
+    /// Its publish API, when the scenario asked for one.
+    publish: Option<SocketAddr>,
     clock_ticks: f64,
     warnings: Arc<AtomicU64>,
     callgrind: Option<CallgrindFiles>,
@@ -80,10 +82,15 @@ impl Bridge {
 
     async fn start_once(launch: &Launch<'_>) -> Result<Self, (BoxError, bool)> {
         let kind = launch.side.kind;
-        let (args, ready) = kind
+        let line = kind
             .command_line(launch.allowlist, launch.needs, reserve_port)
             .map_err(|e| (e, false))?;
-        let retry = matches!(ready, Ready::PortAccepts(_));
+        let retry = line.uses_reserved_ports();
+        let CommandLine {
+            args,
+            ready,
+            publish,
+        } = line;
         let callgrind = launch.callgrind.map(|dir| CallgrindFiles {
             prefix: dir.join(launch.tag),
             dumps: 0,
@@ -143,7 +150,7 @@ impl Bridge {
                             false,
                         )
                     })?
-                    .map_err(|e| (e.into(), false))?;
+                    .map_err(|e| (e.into(), retry))?;
                 drain(lines, Arc::clone(&warnings));
                 addr
             }
@@ -165,6 +172,7 @@ impl Bridge {
             child,
             pid,
             addr,
+            publish,
             clock_ticks: launch.clock_ticks,
             warnings,
             callgrind,
@@ -174,6 +182,11 @@ impl Bridge {
     /// The address the bridge listens on.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the bridge's publish API listens, if it was started with one.
+    pub(crate) fn publish_addr(&self) -> Option<SocketAddr> {
+        self.publish
     }
 
     /// The bridge's process id.
@@ -308,8 +321,8 @@ pub(crate) fn clock_ticks() -> (f64, &'static str) {
         })
 }
 
-/// A free loopback port: bound on `127.0.0.1:0` and closed again, for a bridge that must be
-/// told its port in advance.
+/// A free loopback port: bound on `127.0.0.1:0` and closed again, for a listener whose port
+/// the bench must know in advance.
 fn reserve_port() -> Result<SocketAddr, BoxError> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
         .map_err(|e| format!("cannot reserve a loopback port: {e}"))?;

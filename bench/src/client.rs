@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -64,16 +64,36 @@ pub(crate) async fn open_many(
     small: bool,
     deadline: tokio::time::Instant,
 ) -> (Vec<Ws>, usize, Option<String>) {
-    let permits = Arc::new(Semaphore::new(in_flight.max(1)));
     let url: Arc<str> = Arc::from(url);
+    open_many_with(count, in_flight, deadline, move || {
+        let url = Arc::clone(&url);
+        async move { connect(&url, small).await }
+    })
+    .await
+}
+
+/// Runs `connect` `count` times, at most `in_flight` at once, giving up at `deadline`.
+/// Returns what connected, the number of failures and the last error.
+pub(crate) async fn open_many_with<T, F, Fut>(
+    count: usize,
+    in_flight: usize,
+    deadline: tokio::time::Instant,
+    connect: F,
+) -> (Vec<T>, usize, Option<String>)
+where
+    T: Send + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, BoxError>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(in_flight.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..count {
         let permits = Arc::clone(&permits);
-        let url = Arc::clone(&url);
+        let connecting = connect();
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-            match tokio::time::timeout_at(deadline, connect(&url, small)).await {
-                Ok(Ok(ws)) => Ok(ws),
+            match tokio::time::timeout_at(deadline, connecting).await {
+                Ok(Ok(connection)) => Ok(connection),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("deadline reached while connecting".to_owned()),
             }
@@ -84,7 +104,7 @@ pub(crate) async fn open_many(
     let mut last_error = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok(ws)) => open.push(ws),
+            Ok(Ok(connection)) => open.push(connection),
             Ok(Err(e)) => {
                 failed += 1;
                 last_error = Some(e);
@@ -125,6 +145,19 @@ impl Poster {
         content_type: &'static str,
         body: Bytes,
     ) -> Result<StatusCode, BoxError> {
+        let (status, _) = self.exchange(path, content_type, None, body).await?;
+        Ok(status)
+    }
+
+    /// POSTs `body` to `path` with `Accept: accept` (if given) and returns the status and the
+    /// answer's body.
+    pub(crate) async fn exchange(
+        &mut self,
+        path: &Uri,
+        content_type: &'static str,
+        accept: Option<&'static str>,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), BoxError> {
         let sender = match &mut self.sender {
             Some(sender) if !sender.is_closed() => sender,
             _ => {
@@ -136,16 +169,19 @@ impl Poster {
                 self.sender.insert(sender)
             }
         };
-        let request = Request::post(path.clone())
+        let mut request = Request::post(path.clone())
             .header(HOST, self.host.clone())
-            .header(CONTENT_TYPE, content_type)
-            .body(Full::new(body))?;
+            .header(CONTENT_TYPE, content_type);
+        if let Some(accept) = accept {
+            request = request.header(ACCEPT, accept);
+        }
+        let request = request.body(Full::new(body))?;
         let result = async {
             sender.ready().await?;
             let response = sender.send_request(request).await?;
             let status = response.status();
-            response.into_body().collect().await?;
-            Ok::<_, hyper::Error>(status)
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body))
         }
         .await;
         if result.is_err() {

@@ -6,13 +6,16 @@
 //! - [`Kind::Ours`]: this repository's `websocket-bridge`. Started on `127.0.0.1:0`; it prints
 //!   `websocket-bridge listening address=HOST:PORT` when ready. Frame POSTs carry
 //!   `x-ws-proxy-send: {base-url}/{id}`; callback POSTs are answered 202. Its per-client rate
-//!   and per-IP limits are turned off and its connection cap raised to 20,000.
+//!   and per-IP limits are turned off and its connection cap raised to 20,000. It has
+//!   channels: for the fanout scenario it also gets `--publish-address` on a port the bench
+//!   reserved, and a connect hook (`c=`) whose answer joins each client to the channel.
 //! - [`Kind::Fermyon`]: the original `fermyon/websocket-bridge`, which this project replaces.
 //!   It needs `--address` and `--base-url` up front and prints nothing when ready, so the bench
 //!   reserves a free port (binds `127.0.0.1:0`, notes the port, closes it), starts it there and
 //!   waits until the port accepts. Frame POSTs carry `ws-bridge-send: {base-url}send/{id}`;
 //!   callback POSTs are answered 200. It has no rate, per-IP or connection limits to turn off.
-//!   It requires a disconnect URL (`d=`) in the connect URL.
+//!   It requires a disconnect URL (`d=`) in the connect URL. It has no channels and no
+//!   publish API, so it cannot run the fanout scenario.
 //!
 //! Both get the same connect URL (`/connect?f=FRAME&d=DISCONNECT`), so both do the same work
 //! per connection. Only the contract is described here, none of the original's code is used.
@@ -71,6 +74,26 @@ const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 pub(crate) struct Needs {
     /// Largest message the scenario sends, in bytes (0: the bench's small messages).
     pub(crate) max_message_bytes: usize,
+    /// A publish API listener (channels), on a port the bench reserves.
+    pub(crate) publish: bool,
+}
+
+/// How to start a bridge: its flags, how it says it is ready, and where its publish API
+/// listens when one was asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CommandLine {
+    pub(crate) args: Vec<String>,
+    pub(crate) ready: Ready,
+    /// `--publish-address`, a reserved port.
+    pub(crate) publish: Option<SocketAddr>,
+}
+
+impl CommandLine {
+    /// Whether the bridge was given a port the bench reserved, which another process may
+    /// have taken in the meantime: a failed start is then worth another try.
+    pub(crate) fn uses_reserved_ports(&self) -> bool {
+        matches!(self.ready, Ready::PortAccepts(_)) || self.publish.is_some()
+    }
 }
 
 impl Kind {
@@ -117,6 +140,14 @@ impl Kind {
         }
     }
 
+    /// Whether the bridge has channels and a publish API.
+    pub(crate) fn has_channels(self) -> bool {
+        match self {
+            Self::Ours => true,
+            Self::Fermyon => false,
+        }
+    }
+
     /// The URL a client opens so that its messages go to `frame_url` and its end is reported
     /// to `disconnect_url`.
     pub(crate) fn connect_url(
@@ -135,15 +166,35 @@ impl Kind {
         }
     }
 
+    /// The connect URL with a connect hook (`c=`), which the bridge calls before answering
+    /// the handshake; `None` for a bridge without connect hooks.
+    pub(crate) fn connect_url_with_hook(
+        self,
+        bridge: SocketAddr,
+        frame_url: &str,
+        disconnect_url: &str,
+        hook_url: &str,
+    ) -> Option<String> {
+        match self {
+            Self::Ours => Some(format!(
+                "{}&c={}",
+                self.connect_url(bridge, frame_url, disconnect_url),
+                percent_encode(hook_url)
+            )),
+            Self::Fermyon => None,
+        }
+    }
+
     /// Command-line flags that start the bridge with `allowlist` admitting the bench backend,
-    /// and how to tell it is ready. `reserved` is a free loopback port, used by kinds that
-    /// cannot listen on port 0.
+    /// how to tell it is ready and where its publish API listens. `reserved` gives a free
+    /// loopback port, for listeners that cannot be on port 0 (the original's, and ours'
+    /// publish API, whose address the bench must know without reading the bridge's logs).
     pub(crate) fn command_line(
         self,
         allowlist: &str,
         needs: Needs,
-        reserved: impl FnOnce() -> Result<SocketAddr, BoxError>,
-    ) -> Result<(Vec<String>, Ready), BoxError> {
+        mut reserved: impl FnMut() -> Result<SocketAddr, BoxError>,
+    ) -> Result<CommandLine, BoxError> {
         match self {
             Self::Ours => {
                 let mut args: Vec<String> = [
@@ -167,7 +218,22 @@ impl Kind {
                     args.push("--max-message-size".to_owned());
                     args.push((2 * needs.max_message_bytes).to_string());
                 }
-                Ok((args, Ready::ListeningLine))
+                let publish = if needs.publish {
+                    let addr = reserved()?;
+                    args.push("--publish-address".to_owned());
+                    args.push(addr.to_string());
+                    Some(addr)
+                } else {
+                    None
+                };
+                Ok(CommandLine {
+                    args,
+                    ready: Ready::ListeningLine,
+                    publish,
+                })
+            }
+            Self::Fermyon if needs.publish => {
+                Err("the original has no channels and no publish API".into())
             }
             Self::Fermyon => {
                 let addr = reserved()?;
@@ -179,7 +245,11 @@ impl Kind {
                     "--allowlist".to_owned(),
                     allowlist.to_owned(),
                 ];
-                Ok((args, Ready::PortAccepts(addr)))
+                Ok(CommandLine {
+                    args,
+                    ready: Ready::PortAccepts(addr),
+                    publish: None,
+                })
             }
         }
     }
@@ -190,7 +260,8 @@ impl Kind {
             Self::Ours => {
                 "--address 127.0.0.1:0 --allowlist http://127\\.0\\.0\\.1:PORT/.* \
                  --max-messages-per-second 0 --max-connections-per-ip 0 --max-connections 20000 \
-                 --shutdown-grace 5s (large: --max-message-size twice the largest message); RUST_LOG=warn,websocket_bridge::server=info"
+                 --shutdown-grace 5s (large: --max-message-size twice the largest message; \
+                 fanout: --publish-address 127.0.0.1:RESERVED); RUST_LOG=warn,websocket_bridge::server=info"
             }
             Self::Fermyon => {
                 "--address 127.0.0.1:RESERVED --base-url http://127.0.0.1:RESERVED/ \
@@ -289,18 +360,59 @@ mod tests {
     #[test]
     fn the_original_gets_a_reserved_port_and_base_url() {
         let reserved = SocketAddr::from(([127, 0, 0, 1], 41234));
-        let (args, ready) = Kind::Fermyon
+        let line = Kind::Fermyon
             .command_line("x", Needs::default(), || Ok(reserved))
             .expect("a command line");
-        assert_eq!(ready, Ready::PortAccepts(reserved));
+        assert_eq!(line.ready, Ready::PortAccepts(reserved));
+        assert!(line.uses_reserved_ports());
         assert!(
-            args.windows(2)
+            line.args
+                .windows(2)
                 .any(|w| w[0] == "--base-url" && w[1] == "http://127.0.0.1:41234/")
         );
-        let (ours, ready) = Kind::Ours
+        let ours = Kind::Ours
             .command_line("x", Needs::default(), || Err("unused".into()))
             .expect("a command line");
-        assert_eq!(ready, Ready::ListeningLine);
-        assert!(ours.contains(&"127.0.0.1:0".to_owned()));
+        assert_eq!(ours.ready, Ready::ListeningLine);
+        assert!(!ours.uses_reserved_ports());
+        assert!(ours.args.contains(&"127.0.0.1:0".to_owned()));
+    }
+
+    #[test]
+    fn only_ours_gets_a_publish_api_and_a_connect_hook() {
+        let reserved = SocketAddr::from(([127, 0, 0, 1], 41235));
+        let needs = Needs {
+            publish: true,
+            ..Needs::default()
+        };
+        let ours = Kind::Ours
+            .command_line("x", needs, || Ok(reserved))
+            .expect("a command line");
+        assert_eq!(ours.publish, Some(reserved));
+        assert!(ours.uses_reserved_ports());
+        assert!(
+            ours.args
+                .windows(2)
+                .any(|w| w[0] == "--publish-address" && w[1] == "127.0.0.1:41235")
+        );
+        assert!(
+            Kind::Fermyon
+                .command_line("x", needs, || Ok(reserved))
+                .is_err()
+        );
+        let bridge = SocketAddr::from(([127, 0, 0, 1], 8080));
+        assert_eq!(
+            Kind::Ours
+                .connect_url_with_hook(bridge, "http://h/f", "http://h/d", "http://h/c")
+                .as_deref(),
+            Some(
+                "ws://127.0.0.1:8080/connect?f=http%3A%2F%2Fh%2Ff&d=http%3A%2F%2Fh%2Fd&c=http%3A%2F%2Fh%2Fc"
+            )
+        );
+        assert_eq!(
+            Kind::Fermyon.connect_url_with_hook(bridge, "f", "d", "c"),
+            None
+        );
+        assert!(Kind::Ours.has_channels() && !Kind::Fermyon.has_channels());
     }
 }

@@ -7,15 +7,18 @@
 //! Scenarios: `upstream` (client -> backend messages), `roundtrip` (client -> backend ->
 //! callback POST -> client, closed loop), `downstream` (callback POSTs -> clients), `idle`
 //! (memory per open connection and handshake rate), `growth` (CPU per message with 10,000
-//! active connections against 64), `large` (64 KiB and 1 MiB messages both ways) and `direct`
-//! (the same POSTs straight to the backend: the ceiling). With `--peer`, every scenario runs
+//! active connections against 64), `large` (64 KiB and 1 MiB messages both ways), `fanout`
+//! (publications to a channel of 10,000 members: CPU per delivery, publish-to-last-delivery
+//! latency, completeness), `fanout-by-callbacks` (the same fanout as one callback POST per
+//! member) and `direct` (the same POSTs straight to the backend: the ceiling). With `--peer`, every scenario runs
 //! A, B, A, B, ... (`--rounds`), and the table shows each side's median and runs and A/B.
 //! With `--callgrind`, bridges run under valgrind and the message scenarios report
 //! instructions per message.
 //!
 //! Layout: [`contract`] knows each bridge's command line and URLs; [`bridge`] runs and
 //! measures one bridge process; [`backend`] is the in-process backend; [`client`] the
-//! WebSocket clients, HTTP posters and client shards; [`scenarios`] the scenarios;
+//! WebSocket clients, HTTP posters and client shards; [`member`] the light channel members of
+//! the fanout scenarios; [`scenarios`] the scenarios;
 //! [`report`] folds runs into medians and prints the table. CPU figures are the bridge's own
 //! user + system time from `/proc/PID/stat`; memory is its `VmRSS`.
 
@@ -23,6 +26,7 @@ mod backend;
 mod bridge;
 mod client;
 mod contract;
+mod member;
 mod report;
 mod scenarios;
 
@@ -57,8 +61,8 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[command(name = "websocket-bridge-bench", version, verbatim_doc_comment)]
 struct Args {
     /// Scenarios to run: `all` or a comma-separated list of upstream, roundtrip, downstream,
-    /// idle, growth, large, direct. Under --callgrind, `all` means upstream, roundtrip,
-    /// downstream.
+    /// idle, growth, large, fanout, fanout-by-callbacks, direct. Under --callgrind, `all`
+    /// means upstream, roundtrip, downstream (fanout may be named too).
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// Concurrent WebSocket clients (and HTTP posters) in upstream, roundtrip, downstream and
@@ -98,6 +102,14 @@ struct Args {
     /// Clients (and posters) in the large-message scenario.
     #[arg(long, default_value_t = 8)]
     large_connections: usize,
+    /// Members of the channel in the fanout scenarios, held by this process (each one open
+    /// file).
+    #[arg(long, default_value_t = 10_000)]
+    fanout_members: usize,
+    /// Publications per second in the fanout scenarios, over --warmup then --duration
+    /// (fanout-by-callbacks goes slower when one publication's POSTs take longer).
+    #[arg(long, default_value_t = 20.0)]
+    fanout_rate: f64,
     /// Where to write the results as JSON [default: bench/results.json in the workspace].
     #[arg(long)]
     json: Option<PathBuf>,
@@ -253,6 +265,8 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         growth_connections: args.growth_connections,
         growth_rate: args.growth_rate,
         large_connections: args.large_connections,
+        fanout_members: args.fanout_members,
+        fanout_rate: args.fanout_rate,
         clock_ticks: ticks.0,
         callgrind,
         window_hook: args.window_hook.clone(),
@@ -320,6 +334,8 @@ async fn run(args: &Args) -> Result<(), BoxError> {
                     "idle" => scenarios::idle(&ctx).await,
                     "growth" => scenarios::growth(&ctx).await,
                     "large" => scenarios::large(&ctx).await,
+                    "fanout" => scenarios::fanout(&ctx).await,
+                    "fanout-by-callbacks" => scenarios::fanout_by_callbacks(&ctx).await,
                     _ => scenarios::direct(&settings, &backend).await,
                 };
                 let who = format!("[{name} {} round {round}/{}]", side.title(), args.rounds);
@@ -444,6 +460,14 @@ fn describe(name: &str, s: &Settings) -> String {
             "{} clients, 64 KiB then 1 MiB messages, upstream then downstream; {window} each",
             s.large_connections
         ),
+        "fanout" => format!(
+            "{} channel members, {}/s publications of {} B through the publish API; {window}",
+            s.fanout_members, s.fanout_rate, s.size
+        ),
+        "fanout-by-callbacks" => format!(
+            "{} members, up to {}/s publications of {} B as one callback POST per member ({} posters); {window}",
+            s.fanout_members, s.fanout_rate, s.size, s.connections
+        ),
         _ => format!(
             "{} keep-alive posters send {} B straight to the backend (no bridge); {window}",
             s.connections, s.size
@@ -508,6 +532,8 @@ fn write_json(
             "growth_connections": settings.growth_connections,
             "growth_rate": settings.growth_rate,
             "large_connections": settings.large_connections,
+            "fanout_members": settings.fanout_members,
+            "fanout_rate": settings.fanout_rate,
             "callgrind_dir": settings.callgrind.as_ref().map(|d| d.display().to_string()),
             "bridge_binary": sides[0].binary.display().to_string(),
             "bridge_flags": sides[0].kind.flags_summary(),

@@ -6,12 +6,14 @@
 //!
 //! This file holds what every scenario shares ([`Ctx`], [`Snapshot`], [`Window`],
 //! [`measure`]) and the message-rate scenarios `upstream`, `roundtrip`, `downstream` and
-//! `direct`; `idle`, `growth` and `large` have their own modules.
+//! `direct`; `idle`, `growth`, `large` and `fanout` (with `fanout-by-callbacks`) have their
+//! own modules.
 //!
 //! Under `--callgrind` the bridge runs under `valgrind --tool=callgrind`; [`measure`] then
 //! dumps callgrind's counts at the window's start and end, and the message-rate scenarios
 //! report instructions per message instead of CPU time (which valgrind inflates ~50x).
 
+mod fanout;
 mod growth;
 mod idle;
 mod large;
@@ -30,6 +32,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
+pub(crate) use self::fanout::{fanout, fanout_by_callbacks};
 pub(crate) use self::growth::growth;
 pub(crate) use self::idle::idle;
 pub(crate) use self::large::large;
@@ -41,18 +44,25 @@ use crate::contract::{Needs, Side};
 use crate::report::{Metric, ScenarioResult, quantile};
 
 /// Every scenario, in the order `all` runs them.
-pub(crate) const ALL: [&str; 7] = [
+pub(crate) const ALL: [&str; 9] = [
     "upstream",
     "roundtrip",
     "downstream",
     "idle",
     "growth",
     "large",
+    "fanout",
+    "fanout-by-callbacks",
     "direct",
 ];
 
-/// The scenarios that report instructions per message under `--callgrind`.
+/// The scenarios that report instructions per message under `--callgrind` (what `all` means
+/// there).
 pub(crate) const CALLGRIND: [&str; 3] = ["upstream", "roundtrip", "downstream"];
+
+/// Scenarios that also report instructions under `--callgrind`, when named: `fanout` needs a
+/// low `--fanout-rate` under valgrind.
+const CALLGRIND_WHEN_NAMED: [&str; 1] = ["fanout"];
 
 /// Targets from the issue.
 pub(crate) mod targets {
@@ -92,6 +102,10 @@ pub(crate) struct Settings {
     pub(crate) growth_rate: f64,
     /// Clients (and posters) of the large-message scenario.
     pub(crate) large_connections: usize,
+    /// Members of the fanout scenarios' channel.
+    pub(crate) fanout_members: usize,
+    /// Publications per second in the fanout scenarios.
+    pub(crate) fanout_rate: f64,
     pub(crate) clock_ticks: f64,
     /// Run bridges under callgrind, writing dumps here.
     pub(crate) callgrind: Option<PathBuf>,
@@ -106,10 +120,18 @@ impl Settings {
 }
 
 /// Why `side` cannot run `scenario` with these settings, if it cannot: printed as `n/a`.
-pub(crate) fn unavailable(scenario: &str, _side: &Side, s: &Settings) -> Option<String> {
-    // Both known contracts support every scenario; only callgrind limits what is measured.
-    if s.callgrind.is_some() && !CALLGRIND.contains(&scenario) {
+pub(crate) fn unavailable(scenario: &str, side: &Side, s: &Settings) -> Option<String> {
+    if s.callgrind.is_some()
+        && !CALLGRIND.contains(&scenario)
+        && !CALLGRIND_WHEN_NAMED.contains(&scenario)
+    {
         return Some("not measured under --callgrind".to_owned());
+    }
+    if scenario == "fanout" && !side.kind.has_channels() {
+        return Some(format!(
+            "{} has no channels or publish API (see fanout-by-callbacks)",
+            side.kind.name()
+        ));
     }
     None
 }

@@ -44,6 +44,7 @@ impl Direction {
 pub(crate) async fn large(ctx: &Ctx<'_>) -> Result<ScenarioResult, BoxError> {
     let needs = Needs {
         max_message_bytes: SIZES.iter().map(|(size, _)| *size).max().unwrap_or(0),
+        ..Needs::default()
     };
     let mut bridge = ctx.start_bridge("large", needs).await?;
     let outcome = async {
