@@ -2,24 +2,27 @@
 //! by outcome, latency), the Redis link (up or down, transitions), publications relayed, nodes
 //! reaped.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// How a forwarded callback ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub(crate) enum ForwardOutcome {
-    /// The owning node answered (whatever its status).
-    Answered,
-    /// The owning node is gone (404).
-    NodeGone,
-    /// No answer in time, or the owner did not get it (503).
-    Timeout,
-    /// Redis is unreachable (503).
-    RedisDown,
+label_enum! {
+    /// How a forwarded callback ended.
+    ForwardOutcome {
+        /// The owning node answered (whatever its status).
+        Answered => "answered",
+        /// The owning node is gone (404).
+        NodeGone => "node-gone",
+        /// No answer in time, or the owner did not get it (503).
+        Timeout => "timeout",
+        /// Redis is unreachable (503).
+        RedisDown => "redis-down",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

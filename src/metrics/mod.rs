@@ -18,9 +18,6 @@ use crate::protocol::Cause;
 pub(crate) use channels::ChannelMetrics;
 pub(crate) use cluster::{ClusterMetrics, ForwardOutcome};
 
-mod channels;
-mod cluster;
-
 /// Declares a label enum: its variants, their label values, and the encoding.
 macro_rules! label_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)* }) => {
@@ -46,6 +43,10 @@ macro_rules! label_enum {
         }
     };
 }
+
+// After the macro, which they use.
+mod channels;
+mod cluster;
 
 label_enum! {
     /// The kind of a backend request.

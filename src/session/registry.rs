@@ -195,9 +195,9 @@ const SHARDS: usize = 64;
 
 type Shard = Mutex<HashMap<ConnectionId, ConnectionHandle>>;
 
-/// Where connections are found by id. The local implementation ([`LocalRegistry`]) is the
-/// only one today; a cluster adds one that also knows other nodes' connections, without the
-/// session code changing. Entries are added by [`register`] and removed when its guard drops.
+/// Where connections are found by id: [`LocalRegistry`], or in a cluster one that wraps it and
+/// keeps in Redis what another node needs should this one die, without the session code
+/// changing. Entries are added by [`register`] and removed when its guard drops.
 pub(crate) trait Registry: Send + Sync + 'static {
     /// Adds a connection.
     fn insert(&self, id: ConnectionId, handle: ConnectionHandle);

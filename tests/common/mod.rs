@@ -9,6 +9,7 @@
 //! - [`client`]: WebSocket clients and the HTTP client for the callback API.
 //! - [`pki`]: certificates made inside a test.
 //! - [`real`]: the real binary as a child process, where a process matters.
+//! - [`redis`]: a real `redis-server` process for the cluster tests.
 //! - here: time bounds, ports, scratch directories, URL encoding.
 //!
 //! Two rules the tests follow:
@@ -29,6 +30,7 @@ pub mod bridge;
 pub mod client;
 pub mod pki;
 pub mod real;
+pub mod redis;
 
 // What most tests use, at `common::*`; each test file uses some of it.
 #[allow(unused_imports)]
