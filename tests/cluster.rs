@@ -6,6 +6,8 @@
 //! Each test starts its own redis-server on a free port; without `redis-server` installed the
 //! tests print `SKIPPED` (under CI they fail: `.ci/run` installs it).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashSet;
@@ -80,31 +82,33 @@ impl Node {
     }
 }
 
-/// redis-server and three nodes, all flags of each node but its own given by `extra`.
-async fn three_nodes(backend: &Backend, extra: &[&str]) -> Option<(RedisServer, Vec<Node>)> {
+/// redis-server and three nodes; node `n` gets the flags `extra[n - 1]` besides the common ones.
+async fn three_nodes(backend: &Backend, extra: [&[&str]; 3]) -> Option<(RedisServer, Vec<Node>)> {
     let redis = RedisServer::start().await?;
     let mut nodes = Vec::new();
-    for n in 1..=3 {
+    for (n, extra) in (1..=3).zip(extra) {
         nodes.push(Node::start(&redis, backend, n, extra).await);
     }
     Some((redis, nodes))
 }
 
+/// A message's payload as text (callback POSTs without a content type arrive as binary).
 fn text_of(message: Message) -> String {
     match message {
         Message::Text(text) => text.to_string(),
-        other => panic!("expected a text message, got {other:?}"),
+        Message::Binary(bytes) => String::from_utf8(bytes.to_vec()).expect("UTF-8 payload"),
+        other => panic!("expected a data message, got {other:?}"),
     }
 }
 
 /// Acceptance 1: a callback POSTed to each of the three nodes reaches a client on node 1 in
 /// order; GET and channel sub-resources work through any node; 503 with Retry-After comes
-/// back from the owner when its queue is full; after the close, every node answers 404.
+/// back from the owner (node 3) when its queue is full; after the close, every node answers 404.
 #[tokio::test]
 async fn any_node_serves_any_callback_with_the_owners_answer() {
     bounded_for(CLUSTER_TEST_TIMEOUT, async {
         let backend = Backend::start().await;
-        let Some((_redis, nodes)) = three_nodes(&backend, &["--send-queue", "2"]).await else {
+        let Some((_redis, nodes)) = three_nodes(&backend, [&[], &[], &["--send-queue", "2"]]).await else {
             return;
         };
         let http = http_client();
@@ -122,7 +126,9 @@ async fn any_node_serves_any_callback_with_the_owners_answer() {
                     .send()
                     .await
                     .unwrap();
-                assert_eq!(answer.status(), StatusCode::ACCEPTED, "via node {}", n + 1);
+                let status = answer.status();
+                let body = answer.text().await.unwrap();
+                assert_eq!(status, StatusCode::ACCEPTED, "via node {}: {body}", n + 1);
             }
         }
         for round in 0..10 {
@@ -174,13 +180,14 @@ async fn any_node_serves_any_callback_with_the_owners_answer() {
             }
         }
 
-        // A raw client on node 1 that completes the handshake and never reads: its socket
-        // buffers fill, then its queue of 2, and the owner's 503 comes back through node 2.
-        let mut sleeper = tcp_connect(nodes[0].bridge.addr.parse().unwrap()).await;
+        // A raw client on node 3 (`--send-queue 2`) that completes the handshake and never
+        // reads: its socket buffers fill, then its queue, and node 3's 503 comes back through
+        // node 2.
+        let mut sleeper = tcp_connect(nodes[2].bridge.addr.parse().unwrap()).await;
         let head = format!(
             "GET /connect?f={}&d={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             encode(&backend.url("/sleeper")),
-            encode(&backend.url("/gone")),
+            encode(&backend.url("/sleeper-gone")),
         );
         sleeper.write_all(head.as_bytes()).await.unwrap();
         sleeper
@@ -240,7 +247,7 @@ async fn any_node_serves_any_callback_with_the_owners_answer() {
 async fn a_channel_spans_the_nodes_in_publish_order() {
     bounded_for(CLUSTER_TEST_TIMEOUT, async {
         let backend = Backend::start().await;
-        let Some((_redis, nodes)) = three_nodes(&backend, &[]).await else {
+        let Some((_redis, nodes)) = three_nodes(&backend, [&[]; 3]).await else {
             return;
         };
         let http = http_client();
@@ -314,7 +321,7 @@ async fn a_channel_spans_the_nodes_in_publish_order() {
 async fn a_killed_nodes_connections_are_reported_by_a_survivor() {
     bounded_for(CLUSTER_TEST_TIMEOUT, async {
         let backend = Backend::start().await;
-        let Some((redis, mut nodes)) = three_nodes(&backend, &[]).await else {
+        let Some((redis, mut nodes)) = three_nodes(&backend, [&[]; 3]).await else {
             return;
         };
         let mut clients = Vec::new();
@@ -412,7 +419,11 @@ async fn a_killed_nodes_connections_are_reported_by_a_survivor() {
 async fn a_redis_outage_stops_only_cross_node_traffic() {
     bounded_for(CLUSTER_TEST_TIMEOUT, async {
         let backend = Backend::start().await;
-        let Some((mut redis, nodes)) = three_nodes(&backend, &[]).await else {
+        let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics_flag = metrics.to_string();
+        let node_2_flags = ["--metrics-address", metrics_flag.as_str()];
+        let Some((mut redis, nodes)) = three_nodes(&backend, [&[], &node_2_flags, &[]]).await
+        else {
             return;
         };
         let http = http_client();
@@ -431,6 +442,19 @@ async fn a_redis_outage_stops_only_cross_node_traffic() {
             .unwrap();
         assert_eq!(through_node_2.status(), StatusCode::ACCEPTED);
         assert_eq!(text_of(next_message(&mut client).await), "before");
+        let before = scrape(metrics).await;
+        assert_eq!(sample(&before, "ws_bridge_cluster_redis_up"), 1.0);
+        assert_eq!(
+            sample(
+                &before,
+                "ws_bridge_cluster_forwards_total{outcome=\"answered\"}"
+            ),
+            1.0
+        );
+        assert!(
+            before.contains("ws_bridge_cluster_forward_duration_seconds_count 1"),
+            "{before}"
+        );
 
         redis.kill().await;
         nodes[1]
@@ -486,6 +510,19 @@ async fn a_redis_outage_stops_only_cross_node_traffic() {
             .unwrap();
         assert_eq!(published.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(published.headers().contains_key("retry-after"));
+        let during = scrape(metrics).await;
+        assert_eq!(sample(&during, "ws_bridge_cluster_redis_up"), 0.0);
+        assert_eq!(
+            sample(&during, "ws_bridge_cluster_redis_transitions_total"),
+            1.0
+        );
+        assert!(
+            sample(
+                &during,
+                "ws_bridge_cluster_forwards_total{outcome=\"redis-down\"}"
+            ) >= 1.0,
+            "{during}"
+        );
 
         // Redis returns: cross-node callbacks and publications resume by themselves.
         redis.restart().await;
@@ -509,6 +546,18 @@ async fn a_redis_outage_stops_only_cross_node_traffic() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(text_of(next_message(&mut client).await), "after");
+        nodes[1]
+            .bridge
+            .wait_for_line("cluster: Redis reachable again", Duration::from_secs(10))
+            .await;
+        wait_for_sample(metrics, "ws_bridge_cluster_redis_up", 1.0).await;
+        assert_eq!(
+            sample(
+                &scrape(metrics).await,
+                "ws_bridge_cluster_redis_transitions_total"
+            ),
+            2.0
+        );
         nodes[0]
             .bridge
             .wait_for_line("cluster: Redis reachable again", Duration::from_secs(10))

@@ -2,7 +2,7 @@
 //! by outcome, latency), the Redis link (up or down, transitions), publications relayed, nodes
 //! reaped.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
