@@ -344,13 +344,13 @@ async fn a_killed_nodes_connections_are_reported_by_a_survivor() {
         // Node 3 records its connections in Redis a moment after they open.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let held = redis.command("HLEN wsb:conns:node-3").await;
+            let held = redis.command("HLEN {wsb}:conns:node-3").await;
             if held.trim() == ":100" {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "HLEN wsb:conns:node-3 = {held:?}"
+                "HLEN {{wsb}}:conns:node-3 = {held:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -401,7 +401,7 @@ async fn a_killed_nodes_connections_are_reported_by_a_survivor() {
                 );
             }
         }
-        let left = redis.command("EXISTS wsb:conns:node-3").await;
+        let left = redis.command("EXISTS {wsb}:conns:node-3").await;
         assert_eq!(
             left.trim(),
             ":0",

@@ -1,4 +1,4 @@
-//! Channel subscriptions in Redis: a node is subscribed to `wsb:chan:{name}` while it has
+//! Channel subscriptions in Redis: a node is subscribed to `{wsb}:chan:{name}` while it has
 //! members in the channel. A join waits for its subscription (so no publication after the
 //! join is answered is missed); a channel left empty is unsubscribed, unless it gained a
 //! member meanwhile; and every heartbeat [`Subscriptions::reconcile`]s the subscribed set
@@ -8,23 +8,23 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use redis::aio::ConnectionManager;
 use tracing::{debug, warn};
 
+use super::link::Link;
 use super::{Cluster, bounded};
 use crate::protocol::channel::ChannelName;
 use crate::session::channels::{ChannelBus, Channels};
 
 /// The channel topics this node is subscribed to.
 pub(crate) struct Subscriptions {
-    redis: ConnectionManager,
+    redis: Link,
     /// Held across each Redis command, so subscribes and unsubscribes happen one at a time,
     /// in order.
     subscribed: tokio::sync::Mutex<HashSet<ChannelName>>,
 }
 
 impl Subscriptions {
-    pub(crate) fn new(redis: ConnectionManager) -> Self {
+    pub(crate) fn new(redis: Link) -> Self {
         Subscriptions {
             redis,
             subscribed: tokio::sync::Mutex::default(),

@@ -4,17 +4,17 @@
 //!
 //! - **Callbacks.** A callback token is `{node}.{uuid}`. A node that receives a callback for
 //!   another node's connection reads the body as usual, then forwards it ([`wire::Request`])
-//!   by `PUBLISH` to the owner's inbox topic (`wsb:node:{id}`) and waits for the owner's
+//!   by `PUBLISH` to the owner's inbox topic (`{wsb}:node:{id}`) and waits for the owner's
 //!   answer ([`wire::Answer`]) on its own inbox, at most `--forward-timeout` (then 503).
-//! - **Channels.** A publication is `PUBLISH`ed to `wsb:chan:{name}`; a node is subscribed to
+//! - **Channels.** A publication is `PUBLISH`ed to `{wsb}:chan:{name}`; a node is subscribed to
 //!   that topic while it has members in the channel ([`bus`]), and delivers what arrives to
 //!   them. Redis orders the publications of a channel, so every member sees one order.
-//! - **Node death.** Each node heartbeats `wsb:node:{id}` and keeps, for each connection with a
+//! - **Node death.** Each node heartbeats `{wsb}:node:{id}` and keeps, for each connection with a
 //!   disconnect URL, what another node needs to send its disconnect POST ([`nodes`]). When a
 //!   heartbeat expires, one surviving node sends them (cause `node-lost`).
 //!
-//! One multiplexed Redis connection (redis-rs' `ConnectionManager`, RESP3) carries commands
-//! and subscriptions; it reconnects and resubscribes by itself after an outage.
+//! One multiplexed Redis link ([`link`]: one server, or a Redis Cluster; RESP3) carries
+//! commands and subscriptions; it reconnects and resubscribes by itself after an outage.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -35,15 +34,18 @@ use crate::protocol::channel::ChannelName;
 use crate::session::Sessions;
 use crate::session::registry::{ConnectionId, LocalRegistry, Outbound};
 pub(crate) use forward::ForwardError;
+use link::{Link, PushQueue};
 use wire::{Answer, Op, Publication};
 
 pub(crate) mod bus;
 mod forward;
+mod link;
 pub(crate) mod nodes;
 pub(crate) mod wire;
 
-/// Prefix of every Redis key and topic the bridge uses.
-pub(crate) const PREFIX: &str = "wsb:";
+/// Prefix of every Redis key and topic the bridge uses. The braces make `wsb` the hash tag:
+/// in a Redis Cluster they all live in one slot, so a pipeline never crosses slots.
+pub(crate) const PREFIX: &str = "{wsb}:";
 
 /// Messages from Redis that may wait for the dispatcher; beyond, they are dropped (counted
 /// and logged), as Redis itself drops for a subscriber that does not keep up.
@@ -75,7 +77,7 @@ pub(crate) struct RedisDown;
 /// This node's part of the cluster.
 pub(crate) struct Cluster {
     config: ClusterConfig,
-    redis: ConnectionManager,
+    redis: Link,
     /// Callers waiting for an answer from another node, by request number.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_number: AtomicU64,
@@ -96,34 +98,8 @@ pub(crate) fn registry(config: &ClusterConfig) -> Arc<nodes::ClusterRegistry> {
     ))
 }
 
-/// Pushes from Redis into a bounded queue, counting what does not fit.
-struct PushQueue {
-    queue: mpsc::Sender<PushInfo>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl redis::aio::AsyncPushSender for PushQueue {
-    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
-        if self.queue.try_send(info).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// `redis://…` with RESP3 asked for (pushes on the command connection need it).
-fn resp3_url(url: &str) -> String {
-    if url.contains("protocol=") {
-        url.to_owned()
-    } else if url.contains('?') {
-        format!("{url}&protocol=resp3")
-    } else {
-        format!("{url}?protocol=resp3")
-    }
 }
 
 impl Cluster {
@@ -136,20 +112,13 @@ impl Cluster {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let client =
-            redis::Client::open(resp3_url(&config.redis_url)).map_err(ClusterError::Redis)?;
         let (push, pushes) = mpsc::channel(PUSH_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        let manager_config = ConnectionManagerConfig::new()
-            .set_push_sender(PushQueue {
-                queue: push,
-                dropped: Arc::clone(&dropped),
-            })
-            .set_automatic_resubscription()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_max_delay(Duration::from_secs(2));
-        let redis = ConnectionManager::new_with_config(client, manager_config)
+        let push = PushQueue {
+            queue: push,
+            dropped: Arc::clone(&dropped),
+        };
+        let redis = Link::open(&config.redis, push, REDIS_TIMEOUT)
             .await
             .map_err(ClusterError::Redis)?;
         let cluster = Arc::new(Cluster {

@@ -1,7 +1,7 @@
-//! Nodes in Redis: each node's heartbeat (`wsb:node:{id}`, expiring after `--node-timeout`),
-//! the set of nodes (`wsb:nodes`), and for each connection with a disconnect URL what another
-//! node needs to send its disconnect POST (`wsb:conns:{id}`, a hash by connection id). When a
-//! heartbeat has expired, one surviving node (the one that takes `wsb:reap:{id}`) sends those
+//! Nodes in Redis: each node's heartbeat (`{wsb}:node:{id}`, expiring after `--node-timeout`),
+//! the set of nodes (`{wsb}:nodes`), and for each connection with a disconnect URL what another
+//! node needs to send its disconnect POST (`{wsb}:conns:{id}`, a hash by connection id). When a
+//! heartbeat has expired, one surviving node (the one that takes `{wsb}:reap:{id}`) sends those
 //! POSTs (code 1006, cause `node-lost`, the request id the owner would have used), then
 //! removes the dead node's keys. A crash during that leaves the keys, and the lock expires:
 //! the POSTs are sent at least once.
@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use reqwest::header::HeaderValue;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::link::Link;
 use super::{Cluster, PREFIX, bounded};
 use crate::backend::RequestIds;
 use crate::config::NodeId;
@@ -27,7 +27,7 @@ use crate::session::registry::{
 };
 
 /// The set of node ids.
-pub(crate) const NODES_KEY: &str = "wsb:nodes";
+pub(crate) const NODES_KEY: &str = "{wsb}:nodes";
 
 /// Record writes that may wait for Redis; beyond, the records are rewritten whole later.
 const WRITE_QUEUE: usize = 65_536;
@@ -97,7 +97,7 @@ impl ClusterRegistry {
     }
 
     /// Writes record changes to Redis, batched, until the registry is dropped.
-    pub(crate) async fn write_records(self: Arc<Self>, mut redis: ConnectionManager) {
+    pub(crate) async fn write_records(self: Arc<Self>, mut redis: Link) {
         let Some(mut queued) = lock(&self.queued).take() else {
             return;
         };
@@ -139,7 +139,7 @@ impl ClusterRegistry {
     }
 
     /// Replaces this node's records in Redis with the local ones.
-    async fn rewrite(&self, redis: &mut ConnectionManager, key: &str) -> redis::RedisResult<()> {
+    async fn rewrite(&self, redis: &mut Link, key: &str) -> redis::RedisResult<()> {
         let all: Vec<(String, String)> = lock(&self.records)
             .iter()
             .map(|(id, record)| (id.full(), record.clone()))

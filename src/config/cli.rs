@@ -356,16 +356,19 @@ pub struct Cli {
     pub(crate) max_publish_size: usize,
 
     /// Cluster mode: the Redis server the nodes share, `redis://[:PASSWORD@]HOST:PORT/[DB]` or
-    /// `rediss://` (TLS). Callback URLs and channels then work across every node.
+    /// `rediss://` (TLS); or a Redis Cluster, through `redis+cluster://HOST:PORT/` (or
+    /// `rediss+cluster://`) or several URLs (repeatable; newline-separated in the environment),
+    /// each a seed node. Callback URLs and channels then work across every node.
     /// [default: none, a single node]
     #[arg(
         long,
         env = "WS_BRIDGE_REDIS_URL",
         value_name = "URL",
-        hide_env_values = true
+        hide_env_values = true,
+        value_delimiter = '\n'
     )]
-    #[serde(serialize_with = "show::optional_secret_url")]
-    pub(crate) redis_url: Option<String>,
+    #[serde(serialize_with = "show::secret_urls")]
+    pub(crate) redis_url: Vec<String>,
 
     /// This node's id in a cluster (1-32 of a-z, 0-9, -); it begins every callback token the
     /// node hands out. [default: 12 random hex digits]
@@ -599,19 +602,17 @@ mod show {
     }
 
     /// A URL that may hold a password: shown without it.
-    pub(super) fn optional_secret_url<S: Serializer>(
-        value: &Option<String>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value.as_deref().map(url::Url::parse) {
-            None => s.serialize_none(),
-            Some(Ok(mut url)) => {
+    /// URLs with any password replaced by `redacted`.
+    pub(super) fn secret_urls<S: Serializer>(value: &[String], s: S) -> Result<S::Ok, S::Error> {
+        let redacted = value.iter().map(|url| match url::Url::parse(url) {
+            Ok(mut url) => {
                 if url.password().is_some() {
                     let _ = url.set_password(Some("redacted"));
                 }
-                s.serialize_str(url.as_str())
+                url.to_string()
             }
-            Some(Err(_)) => s.serialize_str("(not a URL)"),
-        }
+            Err(_) => "(not a URL)".to_owned(),
+        });
+        s.collect_seq(redacted)
     }
 }

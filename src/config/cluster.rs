@@ -43,11 +43,20 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// The Redis the nodes share (URLs may hold a password: never logged whole).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum RedisTarget {
+    /// One server: `redis://` or `rediss://`.
+    Server(String),
+    /// A Redis Cluster, through these seed nodes (`redis://` or `rediss://` each).
+    Cluster(Vec<String>),
+}
+
 /// What cluster mode needs.
 #[derive(Clone)]
 pub(crate) struct ClusterConfig {
-    /// `--redis-url`: `redis://` or `rediss://` (may hold a password: never logged whole).
-    pub(crate) redis_url: String,
+    /// `--redis-url`, once or more.
+    pub(crate) redis: RedisTarget,
     /// `--node-id`, or a random one.
     pub(crate) node: NodeId,
     /// `--node-timeout`: a node whose heartbeat is this old is dead.
@@ -58,7 +67,12 @@ pub(crate) struct ClusterConfig {
 
 impl fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redis = match &self.redis {
+            RedisTarget::Server(_) => "server".to_owned(),
+            RedisTarget::Cluster(seeds) => format!("cluster ({} seeds)", seeds.len()),
+        };
         f.debug_struct("ClusterConfig")
+            .field("redis", &redis)
             .field("node", &self.node)
             .field("node_timeout", &self.node_timeout)
             .field("forward_timeout", &self.forward_timeout)
@@ -67,25 +81,28 @@ impl fmt::Debug for ClusterConfig {
 }
 
 pub(super) fn cluster_config(cli: &Cli) -> Result<Option<ClusterConfig>, ConfigError> {
-    let Some(url) = cli.redis_url.as_deref() else {
+    if cli.redis_url.is_empty() {
         if cli.node_id.is_some() {
             return Err(ConfigError::Cluster(
                 "--node-id was given without --redis-url: a node id only means something in a cluster".to_owned(),
             ));
         }
         return Ok(None);
-    };
-    let parsed = url::Url::parse(url).map_err(|e| {
-        ConfigError::Cluster(format!(
-            "--redis-url is not a URL ({e}); use redis://HOST:PORT/"
-        ))
-    })?;
-    if !matches!(parsed.scheme(), "redis" | "rediss") {
-        return Err(ConfigError::Cluster(format!(
-            "--redis-url scheme {:?} is not redis:// or rediss://",
-            parsed.scheme()
-        )));
     }
+    let mut seeds = Vec::new();
+    let mut cluster = cli.redis_url.len() > 1;
+    for url in &cli.redis_url {
+        let (plain, marked) = redis_url(url)?;
+        cluster |= marked;
+        seeds.push(plain);
+    }
+    let redis = match (cluster, seeds.pop()) {
+        (false, Some(url)) => RedisTarget::Server(url),
+        (_, last) => {
+            seeds.extend(last);
+            RedisTarget::Cluster(seeds)
+        }
+    };
     let node = match cli.node_id.as_deref() {
         Some(id) => NodeId::parse(id).ok_or_else(|| {
             ConfigError::Cluster(format!(
@@ -100,16 +117,52 @@ pub(super) fn cluster_config(cli: &Cli) -> Result<Option<ClusterConfig>, ConfigE
         ));
     }
     Ok(Some(ClusterConfig {
-        redis_url: url.to_owned(),
+        redis,
         node,
         node_timeout: cli.node_timeout,
         forward_timeout: cli.forward_timeout,
     }))
 }
 
+/// One `--redis-url`: the URL the Redis client takes, and whether it names a Redis Cluster
+/// (`redis+cluster://`, `rediss+cluster://`).
+fn redis_url(url: &str) -> Result<(String, bool), ConfigError> {
+    let parsed = url::Url::parse(url).map_err(|e| {
+        ConfigError::Cluster(format!(
+            "--redis-url is not a URL ({e}); use redis://HOST:PORT/"
+        ))
+    })?;
+    let (scheme, cluster) = match parsed.scheme() {
+        "redis" | "rediss" => return Ok((url.to_owned(), false)),
+        "redis+cluster" => ("redis", true),
+        "rediss+cluster" => ("rediss", true),
+        other => {
+            return Err(ConfigError::Cluster(format!(
+                "--redis-url scheme {other:?} is not redis://, rediss://, redis+cluster:// or rediss+cluster://"
+            )));
+        }
+    };
+    let rest = &url[parsed.scheme().len()..];
+    Ok((format!("{scheme}{rest}"), cluster))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_urls_name_a_server_or_a_cluster() {
+        assert_eq!(
+            redis_url("redis://127.0.0.1:6379/").ok(),
+            Some(("redis://127.0.0.1:6379/".to_owned(), false))
+        );
+        assert_eq!(
+            redis_url("rediss+cluster://:pw@r.example:7000/").ok(),
+            Some(("rediss://:pw@r.example:7000/".to_owned(), true))
+        );
+        assert!(redis_url("http://r.example/").is_err());
+        assert!(redis_url("not a url").is_err());
+    }
 
     #[test]
     fn node_ids_are_checked() {

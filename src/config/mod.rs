@@ -27,7 +27,7 @@ use cli::MAX_MAX_MESSAGE_SIZE;
 use parse::{ValueError, resolve_address};
 use tls::TlsError;
 
-pub(crate) use cluster::{ClusterConfig, NodeId};
+pub(crate) use cluster::{ClusterConfig, NodeId, RedisTarget};
 pub(crate) use publish::PublishConfig;
 pub(crate) mod cli;
 mod cluster;
