@@ -1,10 +1,11 @@
-//! Cluster mode: three real bridge processes on one real `redis-server` (issue 14). Any node
+//! Cluster mode: three real bridge processes on real Redis (issue 14), each test twice: on one
+//! `redis-server`, and on a Redis Cluster of three masters. Any node
 //! answers any callback with the owner's answer, channel publications reach members on every
 //! node once and in order, a node killed with SIGKILL has its connections reported by a
 //! survivor, and a Redis outage stops only cross-node traffic, which resumes by itself.
 //!
-//! Each test starts its own redis-server on a free port; without `redis-server` installed the
-//! tests print `SKIPPED` (under CI they fail: `.ci/run` installs it).
+//! Each test starts its own Redis on free ports; without `redis-server` installed the tests
+//! print `SKIPPED` (under CI they fail: `.ci/run` installs it).
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +15,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::real::RealBridge;
-use common::redis::RedisServer;
+use common::redis::{Redis, RedisKind};
 use common::*;
 use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
@@ -32,16 +33,14 @@ struct Node {
 impl Node {
     /// Starts node `node-{n}` on `redis` with `--node-timeout 2s`, a publish listener and
     /// `extra` flags, and waits until it joined the cluster.
-    async fn start(redis: &RedisServer, backend: &Backend, n: usize, extra: &[&str]) -> Node {
+    async fn start(redis: &Redis, backend: &Backend, n: usize, extra: &[&str]) -> Node {
         let publish_address = format!("127.0.0.1:{}", free_port());
         let node_id = format!("node-{n}");
-        let redis_url = redis.url();
+        let redis_flags = redis.flags();
         let allowlist = backend.allowlist();
         let mut args = vec![
             "--allowlist",
             allowlist.as_str(),
-            "--redis-url",
-            redis_url.as_str(),
             "--node-id",
             node_id.as_str(),
             "--node-timeout",
@@ -49,6 +48,7 @@ impl Node {
             "--publish-address",
             publish_address.as_str(),
         ];
+        args.extend(redis_flags.iter().map(String::as_str));
         args.extend_from_slice(extra);
         let bridge = RealBridge::spawn(&args, None).await;
         bridge
@@ -82,9 +82,14 @@ impl Node {
     }
 }
 
-/// redis-server and three nodes; node `n` gets the flags `extra[n - 1]` besides the common ones.
-async fn three_nodes(backend: &Backend, extra: [&[&str]; 3]) -> Option<(RedisServer, Vec<Node>)> {
-    let redis = RedisServer::start().await?;
+/// Redis of `kind` and three nodes; node `n` gets the flags `extra[n - 1]` besides the common
+/// ones.
+async fn three_nodes(
+    backend: &Backend,
+    kind: RedisKind,
+    extra: [&[&str]; 3],
+) -> Option<(Redis, Vec<Node>)> {
+    let redis = Redis::start(kind).await?;
     let mut nodes = Vec::new();
     for (n, extra) in (1..=3).zip(extra) {
         nodes.push(Node::start(&redis, backend, n, extra).await);
@@ -104,11 +109,10 @@ fn text_of(message: Message) -> String {
 /// Acceptance 1: a callback POSTed to each of the three nodes reaches a client on node 1 in
 /// order; GET and channel sub-resources work through any node; 503 with Retry-After comes
 /// back from the owner (node 3) when its queue is full; after the close, every node answers 404.
-#[tokio::test]
-async fn any_node_serves_any_callback_with_the_owners_answer() {
+async fn any_node_serves_any_callback_with_the_owners_answer(kind: RedisKind) {
     bounded_for(CLUSTER_TEST_TIMEOUT, async {
         let backend = Backend::start().await;
-        let Some((_redis, nodes)) = three_nodes(&backend, [&[], &[], &["--send-queue", "2"]]).await else {
+        let Some((_redis, nodes)) = three_nodes(&backend, kind, [&[], &[], &["--send-queue", "2"]]).await else {
             return;
         };
         let http = http_client();
@@ -243,11 +247,10 @@ async fn any_node_serves_any_callback_with_the_owners_answer() {
 
 /// Acceptance 2: members on all three nodes; 1,000 publishes through node 2 reach every member
 /// once and in order.
-#[tokio::test]
-async fn a_channel_spans_the_nodes_in_publish_order() {
+async fn a_channel_spans_the_nodes_in_publish_order(kind: RedisKind) {
     bounded_for(CLUSTER_TEST_TIMEOUT, async {
         let backend = Backend::start().await;
-        let Some((_redis, nodes)) = three_nodes(&backend, [&[]; 3]).await else {
+        let Some((_redis, nodes)) = three_nodes(&backend, kind, [&[]; 3]).await else {
             return;
         };
         let http = http_client();
@@ -317,11 +320,10 @@ async fn a_channel_spans_the_nodes_in_publish_order() {
 /// Acceptance 3: node 3 killed with SIGKILL while it holds 100 connections: a survivor sends
 /// 100 disconnect POSTs (1006, cause `node-lost`, initiator `bridge`, one per connection), and
 /// the callbacks then answer 404 on the survivors.
-#[tokio::test]
-async fn a_killed_nodes_connections_are_reported_by_a_survivor() {
+async fn a_killed_nodes_connections_are_reported_by_a_survivor(kind: RedisKind) {
     bounded_for(CLUSTER_TEST_TIMEOUT, async {
         let backend = Backend::start().await;
-        let Some((redis, mut nodes)) = three_nodes(&backend, [&[]; 3]).await else {
+        let Some((redis, mut nodes)) = three_nodes(&backend, kind, [&[]; 3]).await else {
             return;
         };
         let mut clients = Vec::new();
@@ -415,14 +417,13 @@ async fn a_killed_nodes_connections_are_reported_by_a_survivor() {
 /// Acceptance 4: Redis killed and restarted while clients stay connected: local traffic never
 /// stops, cross-node callbacks and publishes answer 503 with Retry-After meanwhile, and
 /// cross-node traffic resumes by itself.
-#[tokio::test]
-async fn a_redis_outage_stops_only_cross_node_traffic() {
+async fn a_redis_outage_stops_only_cross_node_traffic(kind: RedisKind) {
     bounded_for(CLUSTER_TEST_TIMEOUT, async {
         let backend = Backend::start().await;
         let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_flag = metrics.to_string();
         let node_2_flags = ["--metrics-address", metrics_flag.as_str()];
-        let Some((mut redis, nodes)) = three_nodes(&backend, [&[], &node_2_flags, &[]]).await
+        let Some((mut redis, nodes)) = three_nodes(&backend, kind, [&[], &node_2_flags, &[]]).await
         else {
             return;
         };
@@ -608,4 +609,44 @@ async fn a_redis_outage_stops_only_cross_node_traffic() {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn any_node_serves_any_callback_with_the_owners_answer_on_one_server() {
+    any_node_serves_any_callback_with_the_owners_answer(RedisKind::Server).await;
+}
+
+#[tokio::test]
+async fn any_node_serves_any_callback_with_the_owners_answer_on_a_redis_cluster() {
+    any_node_serves_any_callback_with_the_owners_answer(RedisKind::Cluster).await;
+}
+
+#[tokio::test]
+async fn a_channel_spans_the_nodes_in_publish_order_on_one_server() {
+    a_channel_spans_the_nodes_in_publish_order(RedisKind::Server).await;
+}
+
+#[tokio::test]
+async fn a_channel_spans_the_nodes_in_publish_order_on_a_redis_cluster() {
+    a_channel_spans_the_nodes_in_publish_order(RedisKind::Cluster).await;
+}
+
+#[tokio::test]
+async fn a_killed_nodes_connections_are_reported_by_a_survivor_on_one_server() {
+    a_killed_nodes_connections_are_reported_by_a_survivor(RedisKind::Server).await;
+}
+
+#[tokio::test]
+async fn a_killed_nodes_connections_are_reported_by_a_survivor_on_a_redis_cluster() {
+    a_killed_nodes_connections_are_reported_by_a_survivor(RedisKind::Cluster).await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_stops_only_cross_node_traffic_on_one_server() {
+    a_redis_outage_stops_only_cross_node_traffic(RedisKind::Server).await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_stops_only_cross_node_traffic_on_a_redis_cluster() {
+    a_redis_outage_stops_only_cross_node_traffic(RedisKind::Cluster).await;
 }
