@@ -119,6 +119,12 @@ impl RedisServer {
         Ok(nanos as f64 / 1e9)
     }
 
+    /// The memory Redis holds for data (`used_memory` of `INFO memory`), in bytes.
+    pub(crate) async fn used_memory(&self) -> Result<u64, BoxError> {
+        let memory = command(self.port, &["INFO", "memory"]).await?;
+        info_field(&memory, "used_memory").ok_or_else(|| "no used_memory in INFO memory".into())
+    }
+
     /// Its command counters now (`INFO` itself counts as one command).
     pub(crate) async fn counts(&self) -> Result<RedisCounts, BoxError> {
         let stats = command(self.port, &["INFO", "stats"]).await?;

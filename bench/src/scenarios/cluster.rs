@@ -596,6 +596,7 @@ async fn channel(ctx: &Ctx<'_>, cluster: &Cluster) -> Result<ChannelPhase, BoxEr
     sleep(IDLE_SPAN).await;
     let redis_idle_cores =
         (cluster.redis.scheduled_seconds()? - idle_from) / idle_start.elapsed().as_secs_f64();
+    let redis_memory_before = cluster.redis.used_memory().await?;
     let next = Arc::new(AtomicUsize::new(0));
     let opening = Instant::now();
     // Member i joins node i mod 3: an even spread.
@@ -625,9 +626,13 @@ async fn channel(ctx: &Ctx<'_>, cluster: &Cluster) -> Result<ChannelPhase, BoxEr
         listeners.spawn(listen(member, Arc::clone(&book), Arc::clone(&stop), None));
     }
     let outcome = publish_and_measure(ctx, cluster, &book, capacity).await;
+    // With each member's record on its node (what another node needs to report its end),
+    // written by then.
+    let redis_memory_with_members = cluster.redis.used_memory().await;
     stop.notify_waiters();
     let tallies = join_bounded(&mut listeners, Instant::now() + Duration::from_secs(5)).await;
     let (span, first_measured, published, answers) = outcome?;
+    let redis_memory_with_members = redis_memory_with_members?;
     let verdict = Verdict::of(&tallies, members, published);
 
     let mut last = Vec::new();
@@ -674,6 +679,8 @@ async fn channel(ctx: &Ctx<'_>, cluster: &Cluster) -> Result<ChannelPhase, BoxEr
         "unexpected_frames": verdict.unexpected,
         "open_seconds": open_seconds,
         "redis_idle_cores_schedstat": redis_idle_cores,
+        "redis_used_memory_bytes": { "before_members": redis_memory_before, "with_members": redis_memory_with_members },
+        "redis_bytes_per_member": (redis_memory_with_members as f64 - redis_memory_before as f64) / members as f64,
         "node_rss_kib_with_members": cluster.nodes.iter().map(|n| n.rss_kib().ok()).collect::<Vec<_>>(),
     });
     Ok(ChannelPhase {
