@@ -90,6 +90,8 @@ impl Bridge {
             args,
             ready,
             publish,
+            ready_after,
+            log_filter,
         } = line;
         let callgrind = launch.callgrind.map(|dir| CallgrindFiles {
             prefix: dir.join(launch.tag),
@@ -111,7 +113,7 @@ impl Bridge {
         };
         command
             .args(&args)
-            .env("RUST_LOG", kind.rust_log())
+            .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -142,15 +144,25 @@ impl Bridge {
         let warnings = Arc::new(AtomicU64::new(0));
         let addr = match ready {
             Ready::ListeningLine => {
-                let addr = tokio::time::timeout(timeout, listening_line(&mut lines))
-                    .await
-                    .map_err(|_| {
-                        (
-                            format!("{program} did not print its listening line in time").into(),
-                            false,
+                let addr = tokio::time::timeout(timeout, async {
+                    let addr = listening_line(&mut lines).await?;
+                    if let Some(line) = ready_after {
+                        wait_for_line(&mut lines, line).await?;
+                    }
+                    Ok::<_, std::io::Error>(addr)
+                })
+                .await
+                .map_err(|_| {
+                    (
+                        format!(
+                            "{program} did not print its listening line{} in time",
+                            ready_after.map_or(String::new(), |l| format!(" and {l:?}"))
                         )
-                    })?
-                    .map_err(|e| (e.into(), retry))?;
+                        .into(),
+                        false,
+                    )
+                })?
+                .map_err(|e| (e.into(), retry))?;
                 drain(lines, Arc::clone(&warnings));
                 addr
             }
@@ -342,6 +354,26 @@ async fn listening_line(lines: &mut Lines<BufReader<ChildStderr>>) -> std::io::R
     Err(std::io::Error::other(
         "the bridge exited before listening (see its output above)",
     ))
+}
+
+/// Reads stderr until a line containing `wanted` (a later readiness line, such as a cluster
+/// node's `cluster: joined`).
+async fn wait_for_line(
+    lines: &mut Lines<BufReader<ChildStderr>>,
+    wanted: &str,
+) -> std::io::Result<()> {
+    while let Some(line) = lines.next_line().await? {
+        let line = strip_ansi(&line);
+        if line.contains(wanted) {
+            return Ok(());
+        }
+        if line.contains("WARN") || line.contains("ERROR") {
+            eprintln!("bridge: {line}");
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "the bridge exited before logging {wanted:?} (see its output above)"
+    )))
 }
 
 /// Polls `addr` until it accepts a connection; fails if the bridge exits first.

@@ -8,14 +8,17 @@
 //!   `x-ws-proxy-send: {base-url}/{id}`; callback POSTs are answered 202. Its per-client rate
 //!   and per-IP limits are turned off and its connection cap raised to 20,000. It has
 //!   channels: for the fanout scenario it also gets `--publish-address` on a port the bench
-//!   reserved, and a connect hook (`c=`) whose answer joins each client to the channel.
+//!   reserved, and a connect hook (`c=`) whose answer joins each client to the channel. It
+//!   has a cluster mode: for the cluster scenario each node also gets `--redis-url` (the
+//!   bench's own redis-server) and `--node-id node-N`, and is ready once it has also logged
+//!   `cluster: joined`.
 //! - [`Kind::Fermyon`]: the original `fermyon/websocket-bridge`, which this project replaces.
 //!   It needs `--address` and `--base-url` up front and prints nothing when ready, so the bench
 //!   reserves a free port (binds `127.0.0.1:0`, notes the port, closes it), starts it there and
 //!   waits until the port accepts. Frame POSTs carry `ws-bridge-send: {base-url}send/{id}`;
 //!   callback POSTs are answered 200. It has no rate, per-IP or connection limits to turn off.
 //!   It requires a disconnect URL (`d=`) in the connect URL. It has no channels and no
-//!   publish API, so it cannot run the fanout scenario.
+//!   publish API, so it cannot run the fanout scenario; no cluster mode either.
 //!
 //! Both get the same connect URL (`/connect?f=FRAME&d=DISCONNECT`), so both do the same work
 //! per connection. Only the contract is described here, none of the original's code is used.
@@ -69,6 +72,9 @@ pub(crate) enum Ready {
 /// Our bridge's default `--max-message-size`.
 const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 
+/// The log line a cluster node prints once it has joined through Redis.
+pub(crate) const CLUSTER_JOINED: &str = "cluster: joined";
+
 /// What a scenario asks of the bridge beyond the defaults.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Needs {
@@ -76,6 +82,17 @@ pub(crate) struct Needs {
     pub(crate) max_message_bytes: usize,
     /// A publish API listener (channels), on a port the bench reserves.
     pub(crate) publish: bool,
+    /// Run as a node of a cluster (cluster scenario).
+    pub(crate) cluster: Option<ClusterNode>,
+}
+
+/// One node of the bench's cluster: where its Redis listens and its number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClusterNode {
+    /// The loopback port of the bench's redis-server.
+    pub(crate) redis_port: u16,
+    /// `--node-id node-{number}`.
+    pub(crate) number: usize,
 }
 
 /// How to start a bridge: its flags, how it says it is ready, and where its publish API
@@ -86,6 +103,10 @@ pub(crate) struct CommandLine {
     pub(crate) ready: Ready,
     /// `--publish-address`, a reserved port.
     pub(crate) publish: Option<SocketAddr>,
+    /// A log line that must also appear (after the listening line) before it is ready.
+    pub(crate) ready_after: Option<&'static str>,
+    /// The `RUST_LOG` it runs with.
+    pub(crate) log_filter: &'static str,
 }
 
 impl CommandLine {
@@ -142,6 +163,14 @@ impl Kind {
 
     /// Whether the bridge has channels and a publish API.
     pub(crate) fn has_channels(self) -> bool {
+        match self {
+            Self::Ours => true,
+            Self::Fermyon => false,
+        }
+    }
+
+    /// Whether the bridge has a cluster mode (nodes sharing a Redis).
+    pub(crate) fn has_cluster(self) -> bool {
         match self {
             Self::Ours => true,
             Self::Fermyon => false,
@@ -226,14 +255,31 @@ impl Kind {
                 } else {
                     None
                 };
+                if let Some(node) = needs.cluster {
+                    args.extend([
+                        "--redis-url".to_owned(),
+                        format!("redis://127.0.0.1:{}/", node.redis_port),
+                        "--node-id".to_owned(),
+                        format!("node-{}", node.number),
+                    ]);
+                }
                 Ok(CommandLine {
                     args,
                     ready: Ready::ListeningLine,
                     publish,
+                    ready_after: needs.cluster.map(|_| CLUSTER_JOINED),
+                    log_filter: if needs.cluster.is_some() {
+                        "warn,websocket_bridge::server=info,websocket_bridge::cluster=info"
+                    } else {
+                        self.rust_log()
+                    },
                 })
             }
             Self::Fermyon if needs.publish => {
                 Err("the original has no channels and no publish API".into())
+            }
+            Self::Fermyon if needs.cluster.is_some() => {
+                Err("the original has no cluster mode".into())
             }
             Self::Fermyon => {
                 let addr = reserved()?;
@@ -249,6 +295,8 @@ impl Kind {
                     args,
                     ready: Ready::PortAccepts(addr),
                     publish: None,
+                    ready_after: None,
+                    log_filter: self.rust_log(),
                 })
             }
         }
@@ -261,7 +309,9 @@ impl Kind {
                 "--address 127.0.0.1:0 --allowlist http://127\\.0\\.0\\.1:PORT/.* \
                  --max-messages-per-second 0 --max-connections-per-ip 0 --max-connections 20000 \
                  --shutdown-grace 5s (large: --max-message-size twice the largest message; \
-                 fanout: --publish-address 127.0.0.1:RESERVED); RUST_LOG=warn,websocket_bridge::server=info"
+                 fanout: --publish-address 127.0.0.1:RESERVED; cluster: --publish-address \
+                 127.0.0.1:RESERVED --redis-url redis://127.0.0.1:REDIS/ --node-id node-N and \
+                 websocket_bridge::cluster=info); RUST_LOG=warn,websocket_bridge::server=info"
             }
             Self::Fermyon => {
                 "--address 127.0.0.1:RESERVED --base-url http://127.0.0.1:RESERVED/ \
@@ -414,5 +464,46 @@ mod tests {
             None
         );
         assert!(Kind::Ours.has_channels() && !Kind::Fermyon.has_channels());
+    }
+
+    #[test]
+    fn a_cluster_node_names_its_redis_and_waits_to_join() {
+        let reserved = SocketAddr::from(([127, 0, 0, 1], 41236));
+        let needs = Needs {
+            publish: true,
+            cluster: Some(ClusterNode {
+                redis_port: 6390,
+                number: 2,
+            }),
+            ..Needs::default()
+        };
+        let line = Kind::Ours
+            .command_line("x", needs, || Ok(reserved))
+            .expect("a command line");
+        assert!(
+            line.args
+                .windows(2)
+                .any(|w| w[0] == "--redis-url" && w[1] == "redis://127.0.0.1:6390/")
+        );
+        assert!(
+            line.args
+                .windows(2)
+                .any(|w| w[0] == "--node-id" && w[1] == "node-2")
+        );
+        assert_eq!(line.ready_after, Some(CLUSTER_JOINED));
+        assert!(line.log_filter.contains("websocket_bridge::cluster=info"));
+        assert!(
+            Kind::Fermyon
+                .command_line(
+                    "x",
+                    Needs {
+                        cluster: needs.cluster,
+                        ..Needs::default()
+                    },
+                    || Ok(reserved)
+                )
+                .is_err()
+        );
+        assert!(Kind::Ours.has_cluster() && !Kind::Fermyon.has_cluster());
     }
 }

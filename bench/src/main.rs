@@ -10,7 +10,9 @@
 //! active connections against 64), `large` (64 KiB and 1 MiB messages both ways), `fanout`
 //! (publications to a channel of 10,000 members: CPU per delivery, publish-to-last-delivery
 //! latency, completeness), `fanout-by-callbacks` (the same fanout as one callback POST per
-//! member) and `direct` (the same POSTs straight to the backend: the ceiling). With `--peer`, every scenario runs
+//! member), `cluster` (three nodes on the bench's own redis-server: callbacks through
+//! another node, a channel across the nodes) and `direct` (the same POSTs straight to the
+//! backend: the ceiling). With `--peer`, every scenario runs
 //! A, B, A, B, ... (`--rounds`), and the table shows each side's median and runs and A/B.
 //! With `--callgrind`, bridges run under valgrind and the message scenarios report
 //! instructions per message.
@@ -27,6 +29,7 @@ mod bridge;
 mod client;
 mod contract;
 mod member;
+mod redis;
 mod report;
 mod scenarios;
 
@@ -61,7 +64,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[command(name = "websocket-bridge-bench", version, verbatim_doc_comment)]
 struct Args {
     /// Scenarios to run: `all` or a comma-separated list of upstream, roundtrip, downstream,
-    /// idle, growth, large, fanout, fanout-by-callbacks, direct. Under --callgrind, `all`
+    /// idle, growth, large, fanout, fanout-by-callbacks, cluster, direct. Under --callgrind, `all`
     /// means upstream, roundtrip, downstream (fanout may be named too).
     #[arg(long, default_value = "all")]
     scenarios: String,
@@ -110,6 +113,14 @@ struct Args {
     /// (fanout-by-callbacks goes slower when one publication's POSTs take longer).
     #[arg(long, default_value_t = 20.0)]
     fanout_rate: f64,
+    /// Members of the cluster scenario's channel, spread evenly over its three nodes (each one
+    /// open file in the bench).
+    #[arg(long, default_value_t = 3_000)]
+    cluster_members: usize,
+    /// Publications per second in the cluster scenario's channel part, over --warmup then
+    /// --duration.
+    #[arg(long, default_value_t = 20.0)]
+    cluster_rate: f64,
     /// Where to write the results as JSON [default: bench/results.json in the workspace].
     #[arg(long)]
     json: Option<PathBuf>,
@@ -267,6 +278,8 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         large_connections: args.large_connections,
         fanout_members: args.fanout_members,
         fanout_rate: args.fanout_rate,
+        cluster_members: args.cluster_members,
+        cluster_rate: args.cluster_rate,
         clock_ticks: ticks.0,
         callgrind,
         window_hook: args.window_hook.clone(),
@@ -336,6 +349,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
                     "large" => scenarios::large(&ctx).await,
                     "fanout" => scenarios::fanout(&ctx).await,
                     "fanout-by-callbacks" => scenarios::fanout_by_callbacks(&ctx).await,
+                    "cluster" => scenarios::cluster(&ctx).await,
                     _ => scenarios::direct(&settings, &backend).await,
                 };
                 let who = format!("[{name} {} round {round}/{}]", side.title(), args.rounds);
@@ -468,6 +482,11 @@ fn describe(name: &str, s: &Settings) -> String {
             "{} members, up to {}/s publications of {} B as one callback POST per member ({} posters); {window}",
             s.fanout_members, s.fanout_rate, s.size, s.connections
         ),
+        "cluster" => format!(
+            "redis-server + 3 nodes: {} posters send {} B to clients on node 1 through node 1, then node 2; \
+             {} members over 3 nodes, {}/s publications through node 1; then fanout on 1 node; {window} each",
+            s.connections, s.size, s.cluster_members, s.cluster_rate
+        ),
         _ => format!(
             "{} keep-alive posters send {} B straight to the backend (no bridge); {window}",
             s.connections, s.size
@@ -534,6 +553,8 @@ fn write_json(
             "large_connections": settings.large_connections,
             "fanout_members": settings.fanout_members,
             "fanout_rate": settings.fanout_rate,
+            "cluster_members": settings.cluster_members,
+            "cluster_rate": settings.cluster_rate,
             "callgrind_dir": settings.callgrind.as_ref().map(|d| d.display().to_string()),
             "bridge_binary": sides[0].binary.display().to_string(),
             "bridge_flags": sides[0].kind.flags_summary(),

@@ -6,13 +6,14 @@
 //!
 //! This file holds what every scenario shares ([`Ctx`], [`Snapshot`], [`Window`],
 //! [`measure`]) and the message-rate scenarios `upstream`, `roundtrip`, `downstream` and
-//! `direct`; `idle`, `growth`, `large` and `fanout` (with `fanout-by-callbacks`) have their
-//! own modules.
+//! `direct`; `idle`, `growth`, `large`, `fanout` (with `fanout-by-callbacks`) and `cluster`
+//! have their own modules.
 //!
 //! Under `--callgrind` the bridge runs under `valgrind --tool=callgrind`; [`measure`] then
 //! dumps callgrind's counts at the window's start and end, and the message-rate scenarios
 //! report instructions per message instead of CPU time (which valgrind inflates ~50x).
 
+mod cluster;
 mod fanout;
 mod growth;
 mod idle;
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
+pub(crate) use self::cluster::cluster;
 pub(crate) use self::fanout::{fanout, fanout_by_callbacks};
 pub(crate) use self::growth::growth;
 pub(crate) use self::idle::idle;
@@ -44,7 +46,7 @@ use crate::contract::{Needs, Side};
 use crate::report::{Metric, ScenarioResult, quantile};
 
 /// Every scenario, in the order `all` runs them.
-pub(crate) const ALL: [&str; 9] = [
+pub(crate) const ALL: [&str; 10] = [
     "upstream",
     "roundtrip",
     "downstream",
@@ -53,6 +55,7 @@ pub(crate) const ALL: [&str; 9] = [
     "large",
     "fanout",
     "fanout-by-callbacks",
+    "cluster",
     "direct",
 ];
 
@@ -86,6 +89,7 @@ const GRACE: Duration = Duration::from_millis(300);
 const BATCH: usize = 32;
 
 /// What every scenario needs.
+#[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) connections: usize,
     pub(crate) size: usize,
@@ -106,6 +110,10 @@ pub(crate) struct Settings {
     pub(crate) fanout_members: usize,
     /// Publications per second in the fanout scenarios.
     pub(crate) fanout_rate: f64,
+    /// Members of the cluster scenario's channel, spread over its three nodes.
+    pub(crate) cluster_members: usize,
+    /// Publications per second in the cluster scenario.
+    pub(crate) cluster_rate: f64,
     pub(crate) clock_ticks: f64,
     /// Run bridges under callgrind, writing dumps here.
     pub(crate) callgrind: Option<PathBuf>,
@@ -132,6 +140,9 @@ pub(crate) fn unavailable(scenario: &str, side: &Side, s: &Settings) -> Option<S
             "{} has no channels or publish API (see fanout-by-callbacks)",
             side.kind.name()
         ));
+    }
+    if scenario == "cluster" && !side.kind.has_cluster() {
+        return Some(format!("{} has no cluster mode", side.kind.name()));
     }
     None
 }

@@ -41,15 +41,15 @@ use crate::report::{Metric, ScenarioResult, quantile};
 const CHANNEL: &str = "bench-fanout";
 /// Open files the bench needs besides its members (posters, the backend's connections from
 /// the bridge, pipes, the runtime).
-const FILES_HEADROOM: usize = 1024;
+pub(super) const FILES_HEADROOM: usize = 1024;
 /// Longest wait for the last publication to reach every member.
-const DRAIN_BOUND: Duration = Duration::from_secs(5);
+pub(super) const DRAIN_BOUND: Duration = Duration::from_secs(5);
 /// Longest wait for every member's callback URL to reach the backend.
 const REGISTER_BOUND: Duration = Duration::from_secs(30);
 /// Upper bound on opening the members.
-const OPEN_BOUND: Duration = Duration::from_secs(120);
+pub(super) const OPEN_BOUND: Duration = Duration::from_secs(120);
 /// Bytes at the start of each message: the sequence number and the send time.
-const STAMP: usize = 16;
+pub(super) const STAMP: usize = 16;
 /// Tries of one callback POST answered 503 (queue full), 1 ms apart.
 const TRIES_503: usize = 1000;
 
@@ -121,16 +121,16 @@ async fn run(ctx: &Ctx<'_>, way: Way) -> Result<ScenarioResult, BoxError> {
 
 /// What the publisher and the members share: per publication, when it was sent and how it
 /// arrived. Times are nanoseconds since `clock`.
-struct Book {
+pub(super) struct Book {
     clock: Instant,
-    sent_ns: Vec<AtomicU64>,
+    pub(super) sent_ns: Vec<AtomicU64>,
     delivered: Vec<AtomicU32>,
-    first_ns: Vec<AtomicU64>,
-    last_ns: Vec<AtomicU64>,
+    pub(super) first_ns: Vec<AtomicU64>,
+    pub(super) last_ns: Vec<AtomicU64>,
 }
 
 impl Book {
-    fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         let zeros = || (0..capacity).map(|_| AtomicU64::new(0)).collect();
         Self {
             clock: Instant::now(),
@@ -145,7 +145,7 @@ impl Book {
         self.sent_ns.len()
     }
 
-    fn now_ns(&self) -> u64 {
+    pub(super) fn now_ns(&self) -> u64 {
         u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -156,12 +156,12 @@ impl Book {
         self.last_ns[seq].fetch_max(at, Ordering::Relaxed);
     }
 
-    fn delivered(&self, seq: usize) -> u64 {
+    pub(super) fn delivered(&self, seq: usize) -> u64 {
         u64::from(self.delivered[seq].load(Ordering::Relaxed))
     }
 
     /// Publications `range` that reached `members` members (or more).
-    fn complete(&self, range: std::ops::Range<usize>, members: usize) -> bool {
+    pub(super) fn complete(&self, range: std::ops::Range<usize>, members: usize) -> bool {
         range
             .into_iter()
             .all(|seq| self.delivered(seq) >= members as u64)
@@ -169,7 +169,7 @@ impl Book {
 }
 
 /// Message `seq`: its sequence number and send time (little-endian u64s), then padding.
-fn message(size: usize, seq: usize, sent_ns: u64) -> Bytes {
+pub(super) fn message(size: usize, seq: usize, sent_ns: u64) -> Bytes {
     let mut body = BytesMut::with_capacity(size.max(STAMP));
     body.put_u64_le(seq as u64);
     body.put_u64_le(sent_ns);
@@ -179,7 +179,7 @@ fn message(size: usize, seq: usize, sent_ns: u64) -> Bytes {
 
 /// What one member saw.
 #[derive(Default)]
-struct Tally {
+pub(super) struct Tally {
     /// Publications received at least once.
     distinct: u64,
     /// Receipts of a publication already received.
@@ -194,7 +194,7 @@ struct Tally {
 
 /// One member's loop: reads publications until `stop`, noting each in `book` and in its
 /// tally. With `hello`, first sends it as a text message (to register its callback URL).
-async fn listen(
+pub(super) async fn listen(
     mut member: Member,
     book: Arc<Book>,
     stop: Arc<Notify>,
@@ -698,19 +698,19 @@ async fn measure_fanout(
 }
 
 /// The members' tallies summed: deliveries missing, duplicated, out of order.
-struct Verdict {
-    missing: u64,
-    duplicates: u64,
-    out_of_order: u64,
-    unexpected: u64,
+pub(super) struct Verdict {
+    pub(super) missing: u64,
+    pub(super) duplicates: u64,
+    pub(super) out_of_order: u64,
+    pub(super) unexpected: u64,
     /// Members that stopped listening before they were told to (closed, reset, errors).
-    lost: usize,
-    lost_example: Option<String>,
+    pub(super) lost: usize,
+    pub(super) lost_example: Option<String>,
 }
 
 impl Verdict {
     /// Members that did not report at all count every publication as missing.
-    fn of(tallies: &[Tally], members: usize, published: usize) -> Self {
+    pub(super) fn of(tallies: &[Tally], members: usize, published: usize) -> Self {
         let silent = members.saturating_sub(tallies.len()) as u64;
         let mut verdict = Self {
             missing: silent * published as u64,
@@ -735,7 +735,7 @@ impl Verdict {
 }
 
 /// The soft limit on open files of this process (`/proc/self/limits`), if known.
-fn open_files_limit() -> Option<usize> {
+pub(super) fn open_files_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     limits
         .lines()
