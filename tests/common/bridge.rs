@@ -48,8 +48,14 @@ impl Bridge {
     pub async fn start_with_publish(args: &[&str]) -> (Bridge, String) {
         let publish = bind_ephemeral().await;
         let publish_url = format!("http://{}", publish.local_addr().expect("publish address"));
-        let bridge = Self::spawn(bind_ephemeral().await, None, Some(publish), config(args));
+        let bridge = Self::start_with_publish_listener(publish, args).await;
         (bridge, publish_url)
+    }
+
+    /// Starts a bridge whose publish API is on `publish`, a listener the test bound: for a
+    /// backend that must know the publish URL before the bridge's flags can name the backend.
+    pub async fn start_with_publish_listener(publish: TcpListener, args: &[&str]) -> Bridge {
+        Self::spawn(bind_ephemeral().await, None, Some(publish), config(args))
     }
 
     /// Starts a bridge on a listener the test bound (to know its address before the config).
