@@ -5,6 +5,7 @@
 //! scheme. Pure data and functions: no I/O, no dependency on any other module of the bridge.
 
 pub(crate) mod channel;
+pub(crate) mod events;
 pub(crate) mod payload;
 pub(crate) mod signing;
 
