@@ -6,6 +6,7 @@
 
 pub(crate) mod channel;
 pub(crate) mod events;
+pub(crate) mod grip_control;
 pub(crate) mod jwt;
 pub(crate) mod payload;
 pub(crate) mod signing;
