@@ -5,7 +5,6 @@
 //! no knowledge of connections or of GRIP control messages (`protocol::grip_control`).
 
 // used by the websocket-over-http backend (issue 15)
-#![allow(dead_code)]
 
 use bytes::{BufMut, Bytes, BytesMut};
 

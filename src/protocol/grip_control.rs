@@ -6,7 +6,6 @@
 //! meta, keep-alives) is the connection task's.
 
 // used by the websocket-over-http backend (issue 15)
-#![allow(dead_code)]
 
 use std::time::Duration;
 

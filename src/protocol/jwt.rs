@@ -4,7 +4,6 @@
 //! caller passes `now`), no headers map, no I/O.
 
 // used by the websocket-over-http backend (issue 15)
-#![allow(dead_code)]
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
