@@ -210,3 +210,66 @@ pub fn parse_size(value: &str) -> Result<usize, String> {
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     crate::config::parse::parse_duration(value).map_err(|e| e.to_string())
 }
+
+/// A WebSocket-over-HTTP body (contents up to `max_content` bytes each): its events encoded
+/// again, or the error's message.
+pub fn ws_events(body: &[u8], max_content: usize) -> Result<Vec<u8>, String> {
+    use crate::protocol::events;
+    let events =
+        events::decode(&Bytes::copy_from_slice(body), max_content).map_err(|e| e.to_string())?;
+    let mut out = bytes::BytesMut::new();
+    for event in &events {
+        events::encode(event, &mut out);
+    }
+    Ok(out.to_vec())
+}
+
+/// What a request leaves to send again after partial acceptance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsReplay {
+    /// The events to replay, encoded.
+    pub events: Vec<u8>,
+    /// The next request's `Content-Bytes-Replayed`.
+    pub replayed_bytes: usize,
+    /// The content bytes the request offered.
+    pub offered: usize,
+}
+
+/// The events of `body` taken as a request the backend answered with `Content-Bytes-Accepted:
+/// accepted`: what is left to replay, or the error's message. `None` when `body` is not a run
+/// of events.
+pub fn ws_events_replay(body: &[u8], accepted: usize) -> Option<Result<WsReplay, String>> {
+    use crate::protocol::events;
+    let sent = events::decode(&Bytes::copy_from_slice(body), usize::MAX).ok()?;
+    let offered = sent.iter().map(events::Event::content_len).sum();
+    Some(
+        events::replay_after(&sent, Some(accepted))
+            .map(|replay| {
+                let mut out = bytes::BytesMut::new();
+                for event in &replay.events {
+                    events::encode(event, &mut out);
+                }
+                WsReplay {
+                    events: out.to_vec(),
+                    replayed_bytes: replay.replayed_bytes,
+                    offered,
+                }
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// A backend TEXT message under the `Sec-WebSocket-Extensions` value `extension`: `None` when
+/// it negotiates no `grip`; else the message for the client (prefix stripped), `Ok(None)` for
+/// a control message or a dropped one, or the control error's message.
+pub fn grip_text(extension: &str, text: &[u8]) -> Option<Result<Option<Vec<u8>>, String>> {
+    use crate::protocol::grip_control::{self, FromBackend};
+    let ext = grip_control::parse_extension(extension)?;
+    Some(
+        match grip_control::classify_text(&ext, &Bytes::copy_from_slice(text)) {
+            Ok(FromBackend::Message(m)) => Ok(Some(m.to_vec())),
+            Ok(FromBackend::Control(_) | FromBackend::Dropped) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+}

@@ -32,6 +32,9 @@ pub(crate) enum BackendError {
     /// A `text/*` reply that is not UTF-8.
     #[error("backend reply is not valid UTF-8")]
     ReplyNotUtf8,
+    /// A WebSocket-over-HTTP answer whose body is not well-formed events.
+    #[error("backend answer is not valid websocket-events: {0}")]
+    BadEvents(String),
 }
 
 /// What lies under a transport failure, for the logs.
@@ -82,6 +85,7 @@ impl BackendError {
             BackendError::Transport(_) => FailureReason::Transport,
             BackendError::ReplyTooLarge => FailureReason::ReplyTooLarge,
             BackendError::ReplyNotUtf8 => FailureReason::ReplyNotUtf8,
+            BackendError::BadEvents(_) => FailureReason::Transport,
         }
     }
 

@@ -69,21 +69,10 @@ impl BackendClient {
         let status = answer.response.status();
         let content_type = answer.response.headers().get(CONTENT_TYPE).cloned();
         if !status.is_success() {
-            let mut body = BytesMut::new();
-            while body.len() < MAX_REFUSAL_BODY {
-                match answer.response.chunk().await {
-                    Ok(Some(chunk)) => {
-                        let room = MAX_REFUSAL_BODY - body.len();
-                        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Err(BackendError::from_reqwest(e)),
-                }
-            }
             return Ok(ConnectAnswer::Refuse {
                 status,
                 content_type,
-                body: body.freeze(),
+                body: refusal_body(&mut answer.response).await?,
             });
         }
         let subprotocol = answer
@@ -114,6 +103,22 @@ impl BackendClient {
             subscribe,
         })
     }
+}
+
+/// The first [`MAX_REFUSAL_BODY`] bytes of a refusing answer's body, to pass on to the client.
+pub(super) async fn refusal_body(response: &mut reqwest::Response) -> Result<Bytes, BackendError> {
+    let mut body = BytesMut::new();
+    while body.len() < MAX_REFUSAL_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_REFUSAL_BODY - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(BackendError::from_reqwest(e)),
+        }
+    }
+    Ok(body.freeze())
 }
 
 /// Headers never forwarded to the connect hook: hop-by-hop headers, the WebSocket handshake's

@@ -28,6 +28,7 @@ use retry::{BACKOFF_BASE, BACKOFF_CAP, RetryPolicy};
 use ssrf::GuardedResolver;
 
 mod error;
+pub(crate) mod events;
 mod h1;
 pub(crate) mod hook;
 mod post;
@@ -86,6 +87,8 @@ pub(crate) struct BackendTarget {
     limit: Arc<Semaphore>,
     /// For `http://` URLs: the lean HTTP/1.1 client's pool for this host.
     h1: Option<Arc<HostPool>>,
+    /// `x-ws-proxy-request-uri` on every request (connections opened through a `--route`).
+    request_uri: Option<HeaderValue>,
 }
 
 /// One backend `scheme://host:port`: its concurrency limit and, for `http://`, its pool.
@@ -99,6 +102,12 @@ impl BackendTarget {
     /// The URL requests go to.
     pub(crate) fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The same target, with `x-ws-proxy-request-uri: {uri}` on every request.
+    pub(crate) fn with_request_uri(mut self, uri: Option<HeaderValue>) -> Self {
+        self.request_uri = uri;
+        self
     }
 }
 
@@ -192,6 +201,7 @@ impl BackendClient {
             limit: Arc::clone(&host.limit),
             h1: host.h1.clone(),
             url,
+            request_uri: None,
         }
     }
 

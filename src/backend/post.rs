@@ -85,7 +85,10 @@ impl BackendClient {
                 .acquire()
                 .await
                 .map_err(|_| BackendError::Timeout)?;
-            let headers = post.headers();
+            let mut headers = post.headers();
+            if let Some(uri) = &target.request_uri {
+                headers.push((HEADER_REQUEST_URI, uri.clone()));
+            }
             let signature = self.signature(target, &headers, post.body);
             match &target.h1 {
                 Some(pool) => {

@@ -61,6 +61,30 @@ pub struct Cli {
     #[arg(long, env = "WS_BRIDGE_BASE_URL", value_name = "URL")]
     pub(crate) base_url: Option<String>,
 
+    /// A path bound to a backend, `PATH=URL[,protocol=seed|websocket-over-http]` (seed routes
+    /// may add `,disconnect=URL` and `,connect=URL`); repeatable (newline-separated in the
+    /// environment). Clients open the path; route targets bypass the allowlist. A path ending
+    /// in / matches its subtree. [default: none]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_ROUTE",
+        value_name = "PATH=URL[,OPTIONS]",
+        value_delimiter = '\n'
+    )]
+    pub(crate) route: Vec<String>,
+
+    /// Key that signs `Grip-Sig` (an HS256 JWT, as Pushpin sends it) on every request to a
+    /// websocket-over-http route's backend, so `validate_sig` in GRIP libraries accepts it.
+    /// [default: none, no Grip-Sig]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_GRIP_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    #[serde(serialize_with = "show::optional_secret")]
+    pub(crate) grip_key: Option<String>,
+
     /// Regular expression a backend URL must match as a whole (anchored); repeatable. In the
     /// environment variable, separate several with newlines. Without any allowlist entry every
     /// connection is refused. [default: none]
@@ -502,10 +526,7 @@ impl Cli {
                 continue;
             }
             let takes_value = arg.get_action().takes_values();
-            let values: Vec<String> = match value {
-                toml::Value::Array(items) => items.iter().map(toml_scalar).collect(),
-                other => vec![toml_scalar(other)],
-            };
+            let values = toml_values(&long, value).map_err(&file_err)?;
             if takes_value {
                 for v in values {
                     from_file.push(format!("--{long}={v}").into());
@@ -523,6 +544,21 @@ impl Cli {
         layered.extend(from_file);
         layered.extend(args.iter().skip(1).cloned());
         Cli::try_parse_from(layered).map_err(CliError::Clap)
+    }
+}
+
+/// The flag values of one key of the configuration file: each item of an array (a
+/// `[[route]]` table as a `--route` value), or the one value.
+fn toml_values(long: &str, value: &toml::Value) -> Result<Vec<String>, String> {
+    match value {
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::Table(table) if long == "route" => super::route::from_table(table),
+                other => Ok(toml_scalar(other)),
+            })
+            .collect(),
+        other => Ok(vec![toml_scalar(other)]),
     }
 }
 
@@ -592,6 +628,16 @@ mod show {
     }
 
     /// Secrets are never shown: only how many there are.
+    pub(super) fn optional_secret<S: Serializer>(
+        value: &Option<String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            None => s.serialize_none(),
+            Some(_) => s.serialize_str("(redacted)"),
+        }
+    }
+
     pub(super) fn secrets<S: Serializer>(value: &[String], s: S) -> Result<S::Ok, S::Error> {
         let n = value.iter().filter(|v| !v.is_empty()).count();
         if n == 0 {

@@ -33,6 +33,7 @@ pub(crate) mod cli;
 mod cluster;
 pub(crate) mod parse;
 mod publish;
+pub(crate) mod route;
 pub(crate) mod tls;
 
 pub(crate) use cli::RateLimitAction;
@@ -91,6 +92,9 @@ pub enum ConfigError {
     /// A cluster flag is wrong.
     #[error("{0}")]
     Cluster(String),
+    /// A `--route` is wrong.
+    #[error("--route {spec:?}: {reason}")]
+    Route { spec: String, reason: String },
     /// A numeric flag is out of range.
     #[error("{flag} {value}: {reason}")]
     OutOfRange {
@@ -139,6 +143,10 @@ pub(crate) struct ServerConfig {
 pub(crate) struct SessionConfig {
     /// Which backend URLs clients may name.
     pub(crate) allowlist: Arc<Allowlist>,
+    /// Paths the operator bound to backends (`--route`).
+    pub(crate) routes: Arc<route::Routes>,
+    /// `--grip-key`: signs `Grip-Sig` to websocket-over-http backends.
+    pub(crate) grip_key: Option<Arc<[u8]>>,
     /// Origins allowed to open WebSocket connections.
     pub(crate) allowed_origins: OriginPolicy,
     /// Proxies whose forwarding headers are believed.
@@ -294,6 +302,8 @@ fn session_config(cli: &Cli, tls: bool) -> Result<SessionConfig, ConfigError> {
         .with_encoded_paths(cli.allow_encoded_paths);
     Ok(SessionConfig {
         allowlist: Arc::new(allowlist),
+        routes: Arc::new(route::Routes::new(&cli.route)?),
+        grip_key: cli.grip_key.as_ref().map(|k| Arc::from(k.as_bytes())),
         allowed_origins: OriginPolicy::new(&cli.allowed_origin)?,
         trusted_proxies: TrustedProxies::new(&cli.trusted_proxy)?,
         deny_private_networks: cli.deny_private_networks,

@@ -5,6 +5,9 @@
 //! scheme. Pure data and functions: no I/O, no dependency on any other module of the bridge.
 
 pub(crate) mod channel;
+pub(crate) mod events;
+pub(crate) mod grip_control;
+pub(crate) mod jwt;
 pub(crate) mod payload;
 pub(crate) mod signing;
 

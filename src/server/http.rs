@@ -133,6 +133,9 @@ async fn route(app: &App, peer: SocketAddr, request: Request<Incoming>) -> Respo
                 "ready\n".into_response()
             }
         }
+        (&Method::GET, _) if app.sessions.config.routes.find(path).is_some() => {
+            crate::session::handshake::connect(&app.sessions, peer, request).await
+        }
         (_, "/connect" | "/healthz" | "/readyz") => (
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed: use GET\n",

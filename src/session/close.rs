@@ -94,6 +94,12 @@ impl Ending {
         !matches!(self.cause, Cause::BackendError | Cause::InternalError)
     }
 
+    /// Whether the client took part in the closing (it sent or was sent a Close frame and
+    /// is still there): a websocket-over-http backend then gets CLOSE, otherwise DISCONNECT.
+    pub(crate) fn is_clean(&self) -> bool {
+        !matches!(self.cause, Cause::ClientGone | Cause::ClientTooSlow)
+    }
+
     /// What the disconnect POST reports of this ending.
     pub(crate) fn report(&self) -> CloseReport<'_> {
         CloseReport {

@@ -35,20 +35,28 @@ use tracing::{error, info, warn};
 
 use super::Sessions;
 use super::close::{Read, close_client, read_outcome};
+use super::events::{Action, ClientKeepAlive, EventsLink};
 use super::obligations::{DisconnectNotice, DisconnectOwed, OpenConnection};
 use super::ws::{Incoming, WsError, WsStream, frame::opcode};
+use crate::backend::events::EventsOutcome;
 use crate::backend::{BackendClient, BackendError, BackendTarget, FrameAnswer, RequestIds};
 use crate::config::RateLimitAction;
 use crate::logging::worth_logging;
 use crate::metrics::Metrics;
 use crate::policy::limits::{ConnectionSlot, TokenBucket};
 use crate::protocol::close_code;
+use crate::protocol::events::Event as WsEvent;
 use crate::protocol::payload::Payload;
 use crate::protocol::{Cause, Initiator};
 use crate::session::close::Ending;
 use crate::session::registry::{ConnectionHandle, Outbound, Registration};
 
+mod woh;
+
 type FramePost = Pin<Box<dyn Future<Output = Result<FrameAnswer, BackendError>> + Send>>;
+/// A websocket-over-http request in flight: the events it carries and its outcome.
+type EventsPost =
+    Pin<Box<dyn Future<Output = (Vec<WsEvent>, Result<EventsOutcome, BackendError>)> + Send>>;
 
 /// The reason of a `slow-consumer` close.
 pub(crate) const SLOW_CONSUMER: &str =
@@ -69,6 +77,9 @@ pub(crate) struct Connection {
     pub(crate) first_message: Option<Payload>,
     /// This connection's place in the connection limits, released when the task ends.
     pub(crate) slot: ConnectionSlot,
+    /// A websocket-over-http connection: its protocol state and what the OPEN answer asked
+    /// for after OPEN. `frame_url` is then the events URL; there is no disconnect URL.
+    pub(crate) events: Option<Box<(EventsLink, Vec<Action>)>>,
 }
 
 /// Runs a connection to its end, disconnect POST included, whatever happens inside.
@@ -115,6 +126,11 @@ enum Event {
     PauseOver,
     Outbound(Option<Outbound>),
     Posted(Result<FrameAnswer, BackendError>),
+    EventsPosted(Vec<WsEvent>, Result<EventsOutcome, BackendError>),
+    /// `Keep-Alive-Interval` passed without a request.
+    BackendKeepAlive,
+    /// GRIP `keep-alive`: the client got nothing for that long.
+    ClientKeepAlive,
     Client(Option<Result<Incoming, WsError>>),
 }
 
@@ -148,6 +164,12 @@ struct Task<S> {
     last_seen: Instant,
     ping: Interval,
     lifetime: Option<Pin<Box<Sleep>>>,
+    /// websocket-over-http: the protocol state, the request in flight, the timers.
+    events: Option<EventsLink>,
+    events_in_flight: Option<EventsPost>,
+    first_actions: Vec<Action>,
+    backend_keep_alive: Option<Interval>,
+    client_keep_alive: Option<(ClientKeepAlive, Pin<Box<Sleep>>)>,
 }
 
 impl<S> Task<S>
@@ -170,14 +192,29 @@ where
         let lifetime = config
             .max_connection_lifetime
             .map(|d| Box::pin(tokio::time::sleep(d)));
-        Task {
-            ws,
-            disconnect: DisconnectOwed(conn.disconnect_url.map(|target| DisconnectNotice {
+        let (events, first_actions) = match conn.events.map(|b| *b) {
+            Some((link, actions)) => (Some(link), actions),
+            None => (None, Vec::new()),
+        };
+        let disconnect = match &events {
+            Some(link) => Some(DisconnectNotice::Events {
+                backend: backend.clone(),
+                target: Arc::clone(&conn.frame_url),
+                link: Box::new(EventsLink::new(
+                    link.connection_id.clone(),
+                    link.grip_key.clone(),
+                )),
+            }),
+            None => conn.disconnect_url.map(|target| DisconnectNotice::Post {
                 backend: backend.clone(),
                 target,
                 callback: conn.callback.clone(),
                 request_ids: conn.request_ids,
-            })),
+            }),
+        };
+        Task {
+            ws,
+            disconnect: DisconnectOwed(disconnect),
             _open: OpenConnection {
                 metrics: Arc::clone(&metrics),
                 _slot: conn.slot,
@@ -200,6 +237,11 @@ where
             ping,
             lifetime,
             sessions,
+            events,
+            events_in_flight: None,
+            first_actions,
+            backend_keep_alive: None,
+            client_keep_alive: None,
         }
     }
 
@@ -208,6 +250,11 @@ where
         if let Some(payload) = self.first_message.take()
             && let Err(ending) = self.write(payload).await
         {
+            return ending;
+        }
+        let first = std::mem::take(&mut self.first_actions);
+        self.restart_backend_keep_alive();
+        if let Err(ending) = self.act(first).await {
             return ending;
         }
         loop {
@@ -225,6 +272,12 @@ where
                 }
                 Event::Outbound(item) => self.on_outbound(item).await,
                 Event::Posted(result) => self.on_posted(result).await,
+                Event::EventsPosted(sent, result) => self.on_events_posted(sent, result).await,
+                Event::BackendKeepAlive => {
+                    self.start_events_request(true);
+                    Ok(())
+                }
+                Event::ClientKeepAlive => self.on_client_keep_alive().await,
                 Event::Client(message) => self.on_client(message),
             };
             if let Err(ending) = step {
@@ -235,6 +288,10 @@ where
 
     /// Posts the oldest pending message when no POST is in flight.
     fn start_next_post(&mut self) {
+        if self.events.is_some() {
+            self.start_events_request(false);
+            return;
+        }
         if self.in_flight.is_some() {
             return;
         }
@@ -267,6 +324,9 @@ where
             _ = self.ping.tick() => Event::Ping,
             item = self.link.mailbox.recv() => Event::Outbound(item),
             result = poll_in_flight(&mut self.in_flight) => Event::Posted(result),
+            (sent, result) = poll_events(&mut self.events_in_flight) => Event::EventsPosted(sent, result),
+            () = tick(self.backend_keep_alive.as_mut()) => Event::BackendKeepAlive,
+            () = wait_for(self.client_keep_alive.as_mut().map(|k| &mut k.1)) => Event::ClientKeepAlive,
             () = sleep_until(paused_until) => Event::PauseOver,
             message = self.ws.next(), if may_read => Event::Client(message),
         }
@@ -410,6 +470,11 @@ where
             Payload::Binary(_) => opcode::BINARY,
         };
         self.send(op, payload.bytes()).await?;
+        if let Some((keep, sleep)) = &mut self.client_keep_alive
+            && !keep.always
+        {
+            sleep.as_mut().reset(Instant::now() + keep.every);
+        }
         self.link.stats.record_out(len);
         self.metrics.messages_out.inc();
         self.metrics.bytes_out.inc_by(len as u64);
@@ -458,8 +523,13 @@ where
             .filter(|o| !matches!(o, Outbound::Close { .. }))
             .count();
         close_client(&mut self.ws, &ending).await;
-        let unposted = self.post_pending(&ending).await;
-        self.disconnect.send(&ending).await;
+        let unposted = if self.events.is_some() {
+            self.post_last_events(&ending).await
+        } else {
+            let unposted = self.post_pending(&ending).await;
+            self.disconnect.send(&ending).await;
+            unposted
+        };
         let stats = &self.link.stats;
         info!(
             %ending,
@@ -504,6 +574,26 @@ where
             self.seq += 1;
         }
         0
+    }
+}
+
+/// Waits for the events request in flight, or forever when there is none.
+async fn poll_events(
+    in_flight: &mut Option<EventsPost>,
+) -> (Vec<WsEvent>, Result<EventsOutcome, BackendError>) {
+    match in_flight {
+        Some(post) => post.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for an interval's next tick, or forever when there is none.
+async fn tick(interval: Option<&mut Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

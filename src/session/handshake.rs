@@ -1,5 +1,6 @@
-//! `GET /connect`: admits a client (the checks, cheapest first), asks the connect hook,
-//! registers the connection and answers 101; the connection task is spawned on the upgraded
+//! `GET /connect` and routed paths (`--route`): admits a client (the checks, cheapest first),
+//! asks the backend ([`super::hooked`]: connect hook or OPEN), registers the connection and
+//! answers 101; the connection task is spawned on the upgraded
 //! socket. Every refusal is a [`Refusal`], answered in one place.
 
 use std::net::SocketAddr;
@@ -10,26 +11,22 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::{Instrument, info, info_span, warn};
-use url::Url;
 
 use super::Sessions;
 use super::close::Ending;
 use super::connection::{self, Connection};
+use super::events;
+use super::hooked;
 use super::refusal::{self, Refusal, limit_refusal};
 use super::registry::{ConnectionId, ConnectionStats, Departure, Link, register};
-use super::request::{
-    BackendUrls, backend_urls, check_header_sizes, check_origin, check_upgrade,
-    offered_subprotocols,
-};
+use super::request::{BackendUrls, backend_urls, check_header_sizes, check_origin, check_upgrade};
 use super::ws::{WsStream, accept_key};
-use crate::backend::hook::forwarded_headers;
-use crate::backend::{BackendError, ConnectAnswer, RequestIds};
+use crate::backend::RequestIds;
+use crate::config::route::{Route, RouteProtocol};
 use crate::logging::redacted;
 use crate::metrics::RefusalReason;
 use crate::policy::forwarded::ClientOrigin;
 use crate::policy::limits::ConnectionSlot;
-use crate::protocol::Payload;
-use crate::protocol::channel::ChannelName;
 
 /// Backend host names looked up at once for `--deny-private-networks`; beyond it a handshake
 /// gets 503, so a flood of handshakes naming slow domains cannot queue unbounded DNS work.
@@ -91,7 +88,10 @@ async fn admit<B>(
     let key = check_upgrade(headers)?;
     check_header_sizes(headers)?;
     check_origin(&config.allowed_origins, headers)?;
-    let urls = backend_urls(request.uri().query(), headers, &config.allowlist)?;
+    let urls = match config.routes.find(request.uri().path()) {
+        Some(route) => routed_urls(route, request.uri()),
+        None => backend_urls(request.uri().query(), headers, &config.allowlist)?,
+    };
     let on_upgrade = request
         .extensions_mut()
         .remove::<OnUpgrade>()
@@ -139,14 +139,15 @@ async fn open<B>(
     let callback = format!("{}/{}", sessions.base_url.as_str(), sessions.token(id));
     let callback = HeaderValue::from_str(&callback)
         .map_err(|_| internal("cannot build the callback URL".to_owned()))?;
-    let hooked = match &admitted.urls.connect {
-        Some(hook) => {
-            let headers = forwarded_headers(request.headers(), &client, request.uri());
-            let offered = offered_subprotocols(request.headers());
-            run_hook(sessions, hook, &callback, &request_ids, headers, &offered).await?
-        }
-        None => Hooked::default(),
-    };
+    let hooked = hooked::ask(
+        sessions,
+        request,
+        &client,
+        &admitted.urls,
+        &callback,
+        &request_ids,
+    )
+    .await?;
     let handle = Link::handle(
         sessions.config.send_queue,
         sessions.config.send_queue_bytes,
@@ -169,9 +170,17 @@ async fn open<B>(
         );
     }
     let backend = &sessions.backend;
+    let request_uri = admitted.urls.request_uri;
     let connection = Connection {
-        frame_url: Arc::new(backend.target(admitted.urls.frame)),
-        disconnect_url: admitted.urls.disconnect.map(|u| backend.target(u)),
+        frame_url: Arc::new(
+            backend
+                .target(admitted.urls.frame)
+                .with_request_uri(request_uri.clone()),
+        ),
+        disconnect_url: admitted
+            .urls
+            .disconnect
+            .map(|u| backend.target(u).with_request_uri(request_uri)),
         callback,
         request_ids,
         registration: register(&sessions.registry, id, Arc::clone(&handle))
@@ -179,6 +188,7 @@ async fn open<B>(
         link: handle,
         first_message: hooked.first_message,
         slot: admitted.slot,
+        events: hooked.events,
     };
     let span = info_span!("conn", conn.id = %id, client.addr = %client.ip);
     let task = upgrade_and_run(admitted.on_upgrade, connection, Arc::clone(sessions));
@@ -216,6 +226,20 @@ async fn upgrade_and_run(on_upgrade: OnUpgrade, connection: Connection, sessions
         Err(e) => {
             let ending = Ending::client_gone(&format!("upgrade failed: {e}"));
             drop(connection.registration);
+            if let Some(events) = connection.events {
+                let (mut link, _) = *events;
+                let last = vec![events::last_event(ending.code, &ending.reason, false)];
+                let sent = Box::pin(events::send_last(
+                    &sessions.backend,
+                    &connection.frame_url,
+                    &mut link,
+                    last,
+                ))
+                .await;
+                if let Err(e) = sent {
+                    warn!(error = %e.detail(), "websocket-over-http DISCONNECT failed");
+                }
+            }
             // Boxed, like the connection task's closing: a large future, rarely needed.
             if let Some(url) = &connection.disconnect_url
                 && let Err(e) = Box::pin(sessions.backend.post_disconnect(
@@ -230,6 +254,31 @@ async fn upgrade_and_run(on_upgrade: OnUpgrade, connection: Connection, sessions
             }
             info!(%ending, "connection closed");
         }
+    }
+}
+
+/// The backend URLs of a connection opened through a `--route` (the operator's: no allowlist):
+/// a seed route's own URLs, with the client's path and query in `x-ws-proxy-request-uri`.
+/// A websocket-over-http route's events URL is the target followed by the client's path and
+/// query, as Pushpin passes the request URI on.
+fn routed_urls(route: &Route, uri: &axum::http::Uri) -> BackendUrls {
+    match route.protocol {
+        RouteProtocol::Seed => BackendUrls {
+            frame: route.target.clone(),
+            disconnect: route.disconnect.clone(),
+            connect: route.connect.clone(),
+            request_uri: uri
+                .path_and_query()
+                .and_then(|pq| HeaderValue::from_str(pq.as_str()).ok()),
+            events: false,
+        },
+        RouteProtocol::WebSocketOverHttp => BackendUrls {
+            frame: route.backend_url(uri.path(), uri.query()),
+            disconnect: None,
+            connect: None,
+            request_uri: None,
+            events: true,
+        },
     }
 }
 
@@ -269,90 +318,4 @@ async fn check_private_networks(sessions: &Sessions, urls: &BackendUrls) -> Resu
         }
     }
     Ok(())
-}
-
-/// What the connect hook added to an accepted connection.
-#[derive(Debug, Default)]
-struct Hooked {
-    subprotocol: Option<String>,
-    first_message: Option<Payload>,
-    /// `x-ws-proxy-subscribe`.
-    channels: Vec<ChannelName>,
-}
-
-/// The channels of the connect hook's `x-ws-proxy-subscribe`; a name that is not a channel
-/// name refuses the handshake with 502, so the backend's mistake shows at once.
-fn hook_channels(value: Option<&HeaderValue>) -> Result<Vec<ChannelName>, Refusal> {
-    let Some(value) = value else {
-        return Ok(Vec::new());
-    };
-    let refused = |why: String| {
-        Refusal::new(
-            StatusCode::BAD_GATEWAY,
-            RefusalReason::HookChannel,
-            format!("the connect hook's x-ws-proxy-subscribe is refused: {why}"),
-        )
-        .warn()
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| refused("not ASCII".to_owned()))?;
-    ChannelName::parse_list(value).map_err(|e| refused(e.to_string()))
-}
-
-/// POSTs the connect hook; its refusal, failure or unusable answer is the handshake's.
-async fn run_hook(
-    sessions: &Sessions,
-    hook: &Url,
-    callback: &HeaderValue,
-    request_ids: &RequestIds,
-    headers: axum::http::HeaderMap,
-    offered: &[String],
-) -> Result<Hooked, Refusal> {
-    let target = sessions.backend.target(hook.clone());
-    let answer = sessions
-        .backend
-        .post_connect(&target, callback, request_ids, headers)
-        .await;
-    match answer {
-        Ok(ConnectAnswer::Accept {
-            subprotocol: Some(selected),
-            ..
-        }) if !offered.contains(&selected) => Err(Refusal::new(
-            StatusCode::BAD_GATEWAY,
-            RefusalReason::HookSubprotocol,
-            format!(
-                "the connect hook selected subprotocol {selected:?}, which the client did not offer"
-            ),
-        )
-        .warn()),
-        Ok(ConnectAnswer::Accept {
-            subprotocol,
-            first_message,
-            subscribe,
-        }) => Ok(Hooked {
-            subprotocol,
-            first_message,
-            channels: hook_channels(subscribe.as_ref())?,
-        }),
-        Ok(ConnectAnswer::Refuse {
-            status,
-            content_type,
-            body,
-        }) => Err(Refusal::from_hook(status, content_type, body)),
-        Err(e) => {
-            let (status, what) = match e {
-                BackendError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "did not answer in time"),
-                BackendError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "is unreachable"),
-                _ => (StatusCode::BAD_GATEWAY, "failed"),
-            };
-            warn!(error = %e.detail(), "connect hook failed");
-            Err(Refusal::new(
-                status,
-                RefusalReason::HookFailed,
-                format!("the connect hook {what}; try again later"),
-            )
-            .warn())
-        }
-    }
 }

@@ -8,31 +8,53 @@ use reqwest::header::HeaderValue;
 use tracing::{debug, error, warn};
 
 use super::close::Ending;
+use super::events::{self, EventsLink};
 use crate::backend::{BackendClient, BackendTarget, RequestIds};
 use crate::metrics::Metrics;
 use crate::policy::limits::ConnectionSlot;
 
-/// The disconnect POST a connection owes its backend.
-pub(crate) struct DisconnectNotice {
-    pub(crate) backend: BackendClient,
-    pub(crate) target: BackendTarget,
-    pub(crate) callback: HeaderValue,
-    pub(crate) request_ids: RequestIds,
+/// The notice a connection owes its backend when it ends.
+pub(crate) enum DisconnectNotice {
+    /// The seed contract's disconnect POST.
+    Post {
+        backend: BackendClient,
+        target: BackendTarget,
+        callback: HeaderValue,
+        request_ids: RequestIds,
+    },
+    /// A websocket-over-http connection's last request (CLOSE or DISCONNECT). The task sends
+    /// it itself with its own state ([`DisconnectOwed::paid`]); this is the fallback.
+    Events {
+        backend: BackendClient,
+        target: Arc<BackendTarget>,
+        link: Box<EventsLink>,
+    },
 }
 
 impl DisconnectNotice {
     async fn send(self, ending: &Ending) {
-        if let Err(e) = self
-            .backend
-            .post_disconnect(
-                &self.target,
-                &self.callback,
-                &self.request_ids,
-                ending.report(),
-            )
-            .await
-        {
-            warn!(error = %e.detail(), "disconnect POST failed");
+        let sent = match self {
+            DisconnectNotice::Post {
+                backend,
+                target,
+                callback,
+                request_ids,
+            } => {
+                backend
+                    .post_disconnect(&target, &callback, &request_ids, ending.report())
+                    .await
+            }
+            DisconnectNotice::Events {
+                backend,
+                target,
+                mut link,
+            } => {
+                let last = events::last_event(ending.code, &ending.reason, ending.is_clean());
+                events::send_last(&backend, &target, &mut link, vec![last]).await
+            }
+        };
+        if let Err(e) = sent {
+            warn!(error = %e.detail(), "disconnect notice failed");
         }
     }
 }
@@ -42,6 +64,11 @@ impl DisconnectNotice {
 pub(crate) struct DisconnectOwed(pub(crate) Option<DisconnectNotice>);
 
 impl DisconnectOwed {
+    /// The connection task sent the notice itself.
+    pub(crate) fn paid(&mut self) {
+        self.0 = None;
+    }
+
     pub(crate) async fn send(&mut self, ending: &Ending) {
         // Taken before sending: a panic inside the POST must not lead to a second one.
         if let Some(notice) = self.0.take() {
@@ -130,7 +157,7 @@ mod tests {
     async fn a_task_that_panics_still_sends_exactly_one_disconnect_post() {
         let (url, mut causes) = cause_recorder().await;
         let backend = client();
-        let owed = DisconnectOwed(Some(DisconnectNotice {
+        let owed = DisconnectOwed(Some(DisconnectNotice::Post {
             target: backend.target(url),
             backend,
             callback: HeaderValue::from_static("http://bridge.test/x"),
@@ -152,7 +179,7 @@ mod tests {
     async fn a_sent_notice_is_not_sent_again_on_drop() {
         let (url, mut causes) = cause_recorder().await;
         let backend = client();
-        let mut owed = DisconnectOwed(Some(DisconnectNotice {
+        let mut owed = DisconnectOwed(Some(DisconnectNotice::Post {
             target: backend.target(url),
             backend,
             callback: HeaderValue::from_static("http://bridge.test/x"),

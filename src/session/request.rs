@@ -46,6 +46,11 @@ pub(crate) struct BackendUrls {
     pub(crate) disconnect: Option<Url>,
     /// Where the connect hook is POSTed before the upgrade, if anywhere.
     pub(crate) connect: Option<Url>,
+    /// Connections opened through a `--route`: the client's path and query, sent as
+    /// `x-ws-proxy-request-uri` with every request.
+    pub(crate) request_uri: Option<HeaderValue>,
+    /// A websocket-over-http route: `frame` is the events URL.
+    pub(crate) events: bool,
 }
 
 /// Extracts and checks the backend URLs from the query string and headers.
@@ -67,6 +72,8 @@ pub(crate) fn backend_urls(
         frame,
         disconnect,
         connect,
+        request_uri: None,
+        events: false,
     })
 }
 
