@@ -28,6 +28,7 @@ mod backend;
 mod bridge;
 mod client;
 mod contract;
+mod events;
 mod member;
 mod redis;
 mod report;
