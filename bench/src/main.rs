@@ -11,8 +11,9 @@
 //! (publications to a channel of 10,000 members: CPU per delivery, publish-to-last-delivery
 //! latency, completeness), `fanout-by-callbacks` (the same fanout as one callback POST per
 //! member), `cluster` (three nodes on the bench's own redis-server: callbacks through
-//! another node, a channel across the nodes) and `direct` (the same POSTs straight to the
-//! backend: the ceiling). With `--peer`, every scenario runs
+//! another node, a channel across the nodes), `woh-upstream`, `woh-roundtrip` and
+//! `woh-downstream` (the first three over a websocket-over-http route, printed beside them)
+//! and `direct` (the same POSTs straight to the backend: the ceiling). With `--peer`, every scenario runs
 //! A, B, A, B, ... (`--rounds`), and the table shows each side's median and runs and A/B.
 //! With `--callgrind`, bridges run under valgrind and the message scenarios report
 //! instructions per message.
