@@ -16,6 +16,15 @@
 //! - `POST /register`: notes the callback URL of the frame POST and answers 204, so the bench
 //!   can later POST to every client in turn (fanout-by-callbacks scenario).
 //! - `POST /disconnect`: answers 204 (the disconnect URL every client names).
+//! - `POST /woh/{sink,echo,subscribe}`: websocket-over-http (Pushpin's protocol), reached
+//!   through the bridge's `--route /woh/=…,protocol=websocket-over-http`. The body's events
+//!   are decoded ([`crate::events`]); TEXT and BINARY are counted in [`Stats::woh_messages`].
+//!   OPEN is answered `OPEN` with `Sec-WebSocket-Extensions: grip`, as a `gripcontrol`
+//!   backend answers, so every message to the client carries the `m:` prefix (which the
+//!   bridge strips) and `c:` messages are control messages. `sink` answers no events
+//!   (woh-upstream); `echo` answers each message with the same message, `m:`-prefixed
+//!   (woh-roundtrip: the reply rides in the answer body, no callback); `subscribe?channel=NAME`
+//!   adds `c:{"type":"subscribe","channel":"NAME"}` to the OPEN answer (woh-downstream).
 //!
 //! The header holding the callback URL depends on the bridge ([`Backend::set_callback_header`]);
 //! any 2xx answer to a callback POST counts as delivered (ours answers 202, the original 200).
@@ -38,6 +47,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::BoxError;
+use crate::events::{self, Kind};
 
 /// Counters of the backend, read by the scenarios as before/after snapshots.
 #[derive(Default)]
@@ -54,6 +64,16 @@ pub(crate) struct Stats {
     pub(crate) callbacks_failed: AtomicU64,
     /// Connect hook calls answered on `/subscribe`.
     pub(crate) subscribed: AtomicU64,
+    /// Events requests on `/woh/*`.
+    pub(crate) woh_requests: AtomicU64,
+    /// TEXT and BINARY events received on `/woh/*`.
+    pub(crate) woh_messages: AtomicU64,
+    /// Content bytes of those messages.
+    pub(crate) woh_bytes: AtomicU64,
+    /// OPEN events received on `/woh/*`.
+    pub(crate) woh_opens: AtomicU64,
+    /// `/woh/*` requests whose body was not well-formed events (answered 400).
+    pub(crate) woh_bad_bodies: AtomicU64,
 }
 
 struct State {
@@ -203,7 +223,19 @@ enum Route {
     Subscribe,
     Register,
     Disconnect,
+    Woh(WohMode),
     Unknown,
+}
+
+/// What a `/woh/*` route does with the messages it gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WohMode {
+    /// Counts them; answers no events.
+    Sink,
+    /// Answers each with the same message.
+    Echo,
+    /// Counts them; the OPEN answer subscribes the connection to `?channel=NAME`.
+    Subscribe,
 }
 
 async fn handle(
@@ -217,6 +249,9 @@ async fn handle(
         "/subscribe" => Route::Subscribe,
         "/register" => Route::Register,
         "/disconnect" => Route::Disconnect,
+        "/woh/sink" => Route::Woh(WohMode::Sink),
+        "/woh/echo" => Route::Woh(WohMode::Echo),
+        "/woh/subscribe" => Route::Woh(WohMode::Subscribe),
         _ => Route::Unknown,
     };
     let callback = req.headers().get(state.callback_header()).cloned();
@@ -237,6 +272,7 @@ async fn handle(
             status(StatusCode::NO_CONTENT)
         }
         (Route::Disconnect, _) => status(StatusCode::NO_CONTENT),
+        (Route::Woh(mode), _) => websocket_over_http(&state.stats, mode, &query, &body),
         (Route::Echo, Some(callback)) => {
             let delivered = post_callback(&state.client, &callback, BINARY, body).await;
             let counter = if delivered {
@@ -282,6 +318,68 @@ async fn handle(
     };
     Ok(response)
 }
+
+/// Answers one websocket-over-http request (see the module doc for each mode).
+fn websocket_over_http(
+    stats: &Stats,
+    mode: WohMode,
+    query: &str,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    stats.woh_requests.fetch_add(1, Ordering::Relaxed);
+    let Ok(events) = events::decode(body) else {
+        stats.woh_bad_bodies.fetch_add(1, Ordering::Relaxed);
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let mut answer = Vec::new();
+    let mut grip = false;
+    let (mut messages, mut bytes) = (0, 0);
+    for event in &events {
+        match event.kind {
+            Kind::Open => {
+                stats.woh_opens.fetch_add(1, Ordering::Relaxed);
+                grip = true;
+                events::encode(&mut answer, Kind::Open, b"", b"");
+                if mode == WohMode::Subscribe {
+                    let Some(channel) = query.strip_prefix("channel=") else {
+                        return status(StatusCode::BAD_REQUEST);
+                    };
+                    let control = serde_json::json!({"type": "subscribe", "channel": channel});
+                    events::encode(
+                        &mut answer,
+                        Kind::Text,
+                        b"c:",
+                        control.to_string().as_bytes(),
+                    );
+                }
+            }
+            kind if kind.is_message() => {
+                messages += 1;
+                bytes += event.content.len() as u64;
+                if mode == WohMode::Echo {
+                    events::encode(&mut answer, kind, GRIP_PREFIX, event.content);
+                }
+            }
+            // Pings are answered by the bridge; the end needs no answer.
+            _ => {}
+        }
+    }
+    stats.woh_messages.fetch_add(messages, Ordering::Relaxed);
+    stats.woh_bytes.fetch_add(bytes, Ordering::Relaxed);
+    let mut response = Response::new(Full::new(Bytes::from(answer)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(events::CONTENT_TYPE));
+    if grip {
+        headers.insert(GRIP_EXTENSION.0, HeaderValue::from_static(GRIP_EXTENSION.1));
+    }
+    response
+}
+
+/// The OPEN answer header that turns GRIP on for the connection.
+const GRIP_EXTENSION: (HeaderName, &str) =
+    (HeaderName::from_static("sec-websocket-extensions"), "grip");
+/// GRIP's default prefix of messages for the client.
+const GRIP_PREFIX: &[u8] = b"m:";
 
 /// The connect hook answer header that joins the connection to channels.
 const SUBSCRIBE: HeaderName = HeaderName::from_static("x-ws-proxy-subscribe");

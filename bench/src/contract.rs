@@ -11,14 +11,16 @@
 //!   reserved, and a connect hook (`c=`) whose answer joins each client to the channel. It
 //!   has a cluster mode: for the cluster scenario each node also gets `--redis-url` (the
 //!   bench's own redis-server) and `--node-id node-N`, and is ready once it has also logged
-//!   `cluster: joined`.
+//!   `cluster: joined`. It has routes: for the websocket-over-http scenarios it also gets
+//!   `--route /woh/=http://BACKEND/woh/,protocol=websocket-over-http`, so a client opening
+//!   `ws://BRIDGE/woh/echo` is served by the backend's `POST /woh/echo` in Pushpin's protocol.
 //! - [`Kind::Fermyon`]: the original `fermyon/websocket-bridge`, which this project replaces.
 //!   It needs `--address` and `--base-url` up front and prints nothing when ready, so the bench
 //!   reserves a free port (binds `127.0.0.1:0`, notes the port, closes it), starts it there and
 //!   waits until the port accepts. Frame POSTs carry `ws-bridge-send: {base-url}send/{id}`;
 //!   callback POSTs are answered 200. It has no rate, per-IP or connection limits to turn off.
 //!   It requires a disconnect URL (`d=`) in the connect URL. It has no channels and no
-//!   publish API, so it cannot run the fanout scenario; no cluster mode either.
+//!   publish API, so it cannot run the fanout scenario; no cluster mode and no routes either.
 //!
 //! Both get the same connect URL (`/connect?f=FRAME&d=DISCONNECT`), so both do the same work
 //! per connection. Only the contract is described here, none of the original's code is used.
@@ -84,6 +86,16 @@ pub(crate) struct Needs {
     pub(crate) publish: bool,
     /// Run as a node of a cluster (cluster scenario).
     pub(crate) cluster: Option<ClusterNode>,
+    /// A websocket-over-http route [`WOH_ROUTE`] to this backend's `/woh/` (woh-* scenarios).
+    pub(crate) woh_backend: Option<SocketAddr>,
+}
+
+/// The route path of the websocket-over-http scenarios; the backend serves the same path.
+pub(crate) const WOH_ROUTE: &str = "/woh/";
+
+/// `--route` binding [`WOH_ROUTE`] to `backend`'s `/woh/` in Pushpin's protocol.
+pub(crate) fn woh_route(backend: SocketAddr) -> String {
+    format!("{WOH_ROUTE}=http://{backend}{WOH_ROUTE},protocol=websocket-over-http")
 }
 
 /// One node of the bench's cluster: where its Redis listens and its number.
@@ -177,6 +189,14 @@ impl Kind {
         }
     }
 
+    /// Whether the bridge has `--route` and websocket-over-http routes.
+    pub(crate) fn has_routes(self) -> bool {
+        match self {
+            Self::Ours => true,
+            Self::Fermyon => false,
+        }
+    }
+
     /// The URL a client opens so that its messages go to `frame_url` and its end is reported
     /// to `disconnect_url`.
     pub(crate) fn connect_url(
@@ -263,6 +283,9 @@ impl Kind {
                         format!("node-{}", node.number),
                     ]);
                 }
+                if let Some(backend) = needs.woh_backend {
+                    args.extend(["--route".to_owned(), woh_route(backend)]);
+                }
                 Ok(CommandLine {
                     args,
                     ready: Ready::ListeningLine,
@@ -280,6 +303,9 @@ impl Kind {
             }
             Self::Fermyon if needs.cluster.is_some() => {
                 Err("the original has no cluster mode".into())
+            }
+            Self::Fermyon if needs.woh_backend.is_some() => {
+                Err("the original has no routes".into())
             }
             Self::Fermyon => {
                 let addr = reserved()?;
@@ -311,7 +337,9 @@ impl Kind {
                  --shutdown-grace 5s (large: --max-message-size twice the largest message; \
                  fanout: --publish-address 127.0.0.1:RESERVED; cluster: --publish-address \
                  127.0.0.1:RESERVED --redis-url redis://127.0.0.1:REDIS/ --node-id node-N and \
-                 websocket_bridge::cluster=info); RUST_LOG=warn,websocket_bridge::server=info"
+                 websocket_bridge::cluster=info; woh-*: --route \
+                 /woh/=http://127.0.0.1:PORT/woh/,protocol=websocket-over-http, woh-downstream \
+                 also --publish-address 127.0.0.1:RESERVED); RUST_LOG=warn,websocket_bridge::server=info"
             }
             Self::Fermyon => {
                 "--address 127.0.0.1:RESERVED --base-url http://127.0.0.1:RESERVED/ \
@@ -505,5 +533,25 @@ mod tests {
                 .is_err()
         );
         assert!(Kind::Ours.has_cluster() && !Kind::Fermyon.has_cluster());
+    }
+
+    #[test]
+    fn only_ours_gets_a_websocket_over_http_route() {
+        let backend = SocketAddr::from(([127, 0, 0, 1], 9000));
+        let needs = Needs {
+            woh_backend: Some(backend),
+            ..Needs::default()
+        };
+        let line = Kind::Ours
+            .command_line("x", needs, || Err("unused".into()))
+            .expect("a command line");
+        assert!(line.args.windows(2).any(|w| w[0] == "--route"
+            && w[1] == "/woh/=http://127.0.0.1:9000/woh/,protocol=websocket-over-http"));
+        assert!(
+            Kind::Fermyon
+                .command_line("x", needs, || Err("unused".into()))
+                .is_err()
+        );
+        assert!(Kind::Ours.has_routes() && !Kind::Fermyon.has_routes());
     }
 }

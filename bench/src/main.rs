@@ -11,8 +11,9 @@
 //! (publications to a channel of 10,000 members: CPU per delivery, publish-to-last-delivery
 //! latency, completeness), `fanout-by-callbacks` (the same fanout as one callback POST per
 //! member), `cluster` (three nodes on the bench's own redis-server: callbacks through
-//! another node, a channel across the nodes) and `direct` (the same POSTs straight to the
-//! backend: the ceiling). With `--peer`, every scenario runs
+//! another node, a channel across the nodes), `woh-upstream`, `woh-roundtrip` and
+//! `woh-downstream` (the first three over a websocket-over-http route, printed beside them)
+//! and `direct` (the same POSTs straight to the backend: the ceiling). With `--peer`, every scenario runs
 //! A, B, A, B, ... (`--rounds`), and the table shows each side's median and runs and A/B.
 //! With `--callgrind`, bridges run under valgrind and the message scenarios report
 //! instructions per message.
@@ -28,6 +29,7 @@ mod backend;
 mod bridge;
 mod client;
 mod contract;
+mod events;
 mod member;
 mod redis;
 mod report;
@@ -64,8 +66,9 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[command(name = "websocket-bridge-bench", version, verbatim_doc_comment)]
 struct Args {
     /// Scenarios to run: `all` or a comma-separated list of upstream, roundtrip, downstream,
-    /// idle, growth, large, fanout, fanout-by-callbacks, cluster, direct. Under --callgrind, `all`
-    /// means upstream, roundtrip, downstream (fanout may be named too).
+    /// woh-upstream, woh-roundtrip, woh-downstream, idle, growth, large, fanout,
+    /// fanout-by-callbacks, cluster, direct. Under --callgrind, `all` means upstream,
+    /// roundtrip, downstream (fanout and the woh-* scenarios may be named too).
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// Concurrent WebSocket clients (and HTTP posters) in upstream, roundtrip, downstream and
@@ -350,6 +353,9 @@ async fn run(args: &Args) -> Result<(), BoxError> {
                     "fanout" => scenarios::fanout(&ctx).await,
                     "fanout-by-callbacks" => scenarios::fanout_by_callbacks(&ctx).await,
                     "cluster" => scenarios::cluster(&ctx).await,
+                    "woh-upstream" => scenarios::woh_upstream(&ctx).await,
+                    "woh-roundtrip" => scenarios::woh_roundtrip(&ctx).await,
+                    "woh-downstream" => scenarios::woh_downstream(&ctx).await,
                     _ => scenarios::direct(&settings, &backend).await,
                 };
                 let who = format!("[{name} {} round {round}/{}]", side.title(), args.rounds);
@@ -402,6 +408,15 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         .collect();
     print!("{}", report::table(&columns[0], columns.get(1)));
     println!();
+    let beside = report::beside(&columns[0], &scenarios::BESIDE_SEED);
+    if !beside.is_empty() {
+        println!(
+            "websocket-over-http beside the seed protocol, side {}, same run:",
+            sides[0].label
+        );
+        print!("{}", report::beside_table(&columns[0].title, &beside));
+        println!();
+    }
     println!("note: {sharing}.");
     println!(
         "note: values are medians of {} run(s), each run's value in brackets; CPU time from /proc/PID/stat (utime + stime) at {} ticks/s ({}).",
@@ -428,7 +443,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         .clone()
         .unwrap_or_else(|| root.join("bench/results.json"));
     write_json(
-        &json_path, args, &settings, &machine, &sharing, &sides, &columns,
+        &json_path, args, &settings, &machine, &sharing, &sides, &columns, &beside,
     )?;
     eprintln!("websocket-bridge-bench: wrote {}", json_path.display());
     let failed: usize = summaries
@@ -460,6 +475,18 @@ fn describe(name: &str, s: &Settings) -> String {
         ),
         "downstream" => format!(
             "{} posters send {} B to {} clients' callback URLs; {window}",
+            s.connections, s.size, s.connections
+        ),
+        "woh-upstream" => format!(
+            "{} clients stream {} B binary messages over a websocket-over-http route (/woh/sink); {window}",
+            s.connections, s.size
+        ),
+        "woh-roundtrip" => format!(
+            "{} clients in a closed loop over a websocket-over-http route, the reply in the answer body (/woh/echo), {} B; {window}",
+            s.connections, s.size
+        ),
+        "woh-downstream" => format!(
+            "{} posters publish {} B to {} websocket-over-http clients, each subscribed by GRIP to its own channel; {window}",
             s.connections, s.size, s.connections
         ),
         "idle" => format!(
@@ -503,6 +530,7 @@ fn write_json(
     sharing: &str,
     sides: &[Side],
     columns: &[Column<'_>],
+    beside: &[report::Beside],
 ) -> Result<(), BoxError> {
     let side_json = |side: &Side| {
         json!({
@@ -569,6 +597,8 @@ fn write_json(
             peer
         }),
         "comparison": comparison,
+        // Side A's websocket-over-http scenarios beside its seed-protocol ones.
+        "beside_seed": beside,
     });
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;

@@ -344,6 +344,82 @@ pub(crate) fn table(a: &Column<'_>, b: Option<&Column<'_>>) -> String {
     render(&rows)
 }
 
+/// One metric of a scenario beside the same metric of the scenario it is compared with, on
+/// the same side (e.g. `woh-upstream` beside `upstream`).
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Beside {
+    pub(crate) scenario: String,
+    pub(crate) compared_with: String,
+    pub(crate) metric: String,
+    pub(crate) unit: String,
+    pub(crate) value: f64,
+    /// The compared scenario's median of the same metric; NaN when it has none.
+    pub(crate) other: f64,
+}
+
+/// Every metric of each `(scenario, compared_with)` pair that both ran, from one column.
+pub(crate) fn beside(column: &Column<'_>, pairs: &[(&str, &str)]) -> Vec<Beside> {
+    let find = |name: &str| {
+        column
+            .summaries
+            .iter()
+            .find(|s| s.name == name && s.unavailable.is_none())
+    };
+    let mut rows = Vec::new();
+    for (name, other_name) in pairs {
+        let (Some(summary), Some(other)) = (find(name), find(other_name)) else {
+            continue;
+        };
+        for metric in &summary.metrics {
+            let theirs = other.metrics.iter().find(|m| m.name == metric.name);
+            rows.push(Beside {
+                scenario: summary.name.clone(),
+                compared_with: other.name.clone(),
+                metric: metric.name.clone(),
+                unit: metric.unit.clone(),
+                value: metric.value,
+                other: theirs.map_or(f64::NAN, |t| t.value),
+            });
+        }
+    }
+    rows
+}
+
+/// The [`beside`] rows as a table: `scenario | metric | value | compared | ratio`.
+pub(crate) fn beside_table(title: &str, rows: &[Beside]) -> String {
+    let mut lines = vec![vec![
+        "scenario".to_owned(),
+        "metric".to_owned(),
+        title.to_owned(),
+        "beside".to_owned(),
+        "ratio".to_owned(),
+    ]];
+    for row in rows {
+        let ratio = row.value / row.other;
+        lines.push(vec![
+            row.scenario.clone(),
+            row.metric.clone(),
+            format!("{} {}", format_value(row.value), row.unit),
+            if row.other.is_finite() {
+                format!(
+                    "{}: {} {}",
+                    row.compared_with,
+                    format_value(row.other),
+                    row.unit
+                )
+            } else {
+                format!("{}: -", row.compared_with)
+            },
+            if ratio.is_finite() {
+                format!("{ratio:.2}")
+            } else {
+                "-".to_owned()
+            },
+        ]);
+    }
+    render(&lines)
+}
+
 /// `37.0 us [36.1 37.9 37.0]`: the median, then each run's value when there are several.
 fn cell(metric: &SummaryMetric) -> String {
     let mut text = format!("{} {}", format_value(metric.value), metric.unit);
@@ -528,6 +604,32 @@ mod tests {
         );
         assert!(text.contains("7.50 us [9 7 7.50]"), "{text}");
         assert!(text.contains("| 0.50 |"), "{text}");
+        let woh = Summary::fold(
+            "woh-upstream",
+            &[ScenarioResult {
+                name: "woh-upstream".to_owned(),
+                metrics: vec![
+                    Metric::at_most("cpu", 3.75, "us", 5.0),
+                    Metric::info("backend requests per message", 0.1, "req"),
+                ],
+                details: serde_json::Value::Null,
+            }],
+            Vec::new(),
+        );
+        let a = [a[0].clone(), woh];
+        let rows = beside(
+            &Column {
+                title: "A (ours)".to_owned(),
+                summaries: &a,
+            },
+            &[("woh-upstream", "upstream"), ("woh-roundtrip", "roundtrip")],
+        );
+        assert_eq!(rows.len(), 2, "one row per metric of pairs that both ran");
+        assert_eq!((rows[0].value, rows[0].other), (3.75, 7.5));
+        assert!(rows[1].other.is_nan());
+        let text = beside_table("A (ours)", &rows);
+        assert!(text.contains("upstream: 7.50 us | 0.50"), "{text}");
+        assert!(text.contains("upstream: -       | -"), "{text}");
         let failed = Summary::fold("idle", &[], vec!["boom".to_owned()]);
         assert_eq!(failed.unavailable.as_deref(), Some("boom"));
     }

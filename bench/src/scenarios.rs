@@ -7,7 +7,8 @@
 //! This file holds what every scenario shares ([`Ctx`], [`Snapshot`], [`Window`],
 //! [`measure`]) and the message-rate scenarios `upstream`, `roundtrip`, `downstream` and
 //! `direct`; `idle`, `growth`, `large`, `fanout` (with `fanout-by-callbacks`) and `cluster`
-//! have their own modules.
+//! have their own modules, as do the websocket-over-http scenarios `woh-upstream`,
+//! `woh-roundtrip` and `woh-downstream` (module `woh`), which reuse this file's clients.
 //!
 //! Under `--callgrind` the bridge runs under `valgrind --tool=callgrind`; [`measure`] then
 //! dumps callgrind's counts at the window's start and end, and the message-rate scenarios
@@ -18,6 +19,7 @@ mod fanout;
 mod growth;
 mod idle;
 mod large;
+mod woh;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub(crate) use self::fanout::{fanout, fanout_by_callbacks};
 pub(crate) use self::growth::growth;
 pub(crate) use self::idle::idle;
 pub(crate) use self::large::large;
+pub(crate) use self::woh::{BESIDE_SEED, woh_downstream, woh_roundtrip, woh_upstream};
 use crate::BoxError;
 use crate::backend::Backend;
 use crate::bridge::{Bridge, Launch, process_cpu_seconds};
@@ -46,10 +49,13 @@ use crate::contract::{Needs, Side};
 use crate::report::{Metric, ScenarioResult, quantile};
 
 /// Every scenario, in the order `all` runs them.
-pub(crate) const ALL: [&str; 10] = [
+pub(crate) const ALL: [&str; 13] = [
     "upstream",
     "roundtrip",
     "downstream",
+    "woh-upstream",
+    "woh-roundtrip",
+    "woh-downstream",
     "idle",
     "growth",
     "large",
@@ -64,8 +70,10 @@ pub(crate) const ALL: [&str; 10] = [
 pub(crate) const CALLGRIND: [&str; 3] = ["upstream", "roundtrip", "downstream"];
 
 /// Scenarios that also report instructions under `--callgrind`, when named: `fanout` needs a
-/// low `--fanout-rate` under valgrind.
-const CALLGRIND_WHEN_NAMED: [&str; 1] = ["fanout"];
+/// low `--fanout-rate` under valgrind; the websocket-over-http ones are not in the seed
+/// comparison with the original.
+const CALLGRIND_WHEN_NAMED: [&str; 4] =
+    ["fanout", "woh-upstream", "woh-roundtrip", "woh-downstream"];
 
 /// Targets from the issue.
 pub(crate) mod targets {
@@ -138,6 +146,12 @@ pub(crate) fn unavailable(scenario: &str, side: &Side, s: &Settings) -> Option<S
     if scenario == "fanout" && !side.kind.has_channels() {
         return Some(format!(
             "{} has no channels or publish API (see fanout-by-callbacks)",
+            side.kind.name()
+        ));
+    }
+    if scenario.starts_with("woh-") && !side.kind.has_routes() {
+        return Some(format!(
+            "{} has no routes (websocket-over-http)",
             side.kind.name()
         ));
     }
