@@ -594,6 +594,11 @@ async fn a_redis_outage_stops_only_cross_node_traffic(kind: RedisKind) {
                 "publications across nodes did not resume"
             );
         }
+        // Each node notices by itself (at its next heartbeat) that Redis is back.
+        nodes[2]
+            .bridge
+            .wait_for_line("cluster: Redis reachable again", Duration::from_secs(10))
+            .await;
         for i in 0..10 {
             let answer = http
                 .post(format!("{}/channels/room", nodes[2].publish))

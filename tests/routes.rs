@@ -380,3 +380,57 @@ fn route_tables_in_the_configuration_file_are_routes() {
     ]);
     assert!(e.is_err_and(|e| e.to_string().contains("target")));
 }
+
+/// A backend that accepts OPEN with `Keep-Alive-Interval: 1`, takes only 2 content bytes of the
+/// first message, and everything after.
+async fn partial_backend() -> Backend {
+    Backend::builder()
+        .on(
+            "/ws/partial",
+            Reply::with(|request, n| {
+                let events = decode(&request.body);
+                if events.first() == Some(&Ev::Open) {
+                    return events_answer(&[Ev::Open], &[("keep-alive-interval", "1")]);
+                }
+                if n == 2 {
+                    return events_answer(&[], &[("content-bytes-accepted", "2")]);
+                }
+                events_answer(&[], &[])
+            }),
+        )
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn partial_acceptance_replays_the_rest_and_keep_alives_are_sent() {
+    bounded(async {
+        let backend = partial_backend().await;
+        let route = format!("/ws/={},protocol=websocket-over-http", backend.url("/ws/"));
+        let bridge = Bridge::start(&["--route", &route]).await;
+        // A client-sent Meta-* header never reaches the backend: only the backend sets those.
+        let mut client = connect_with(
+            &format!("ws://{}/ws/partial", bridge.addr),
+            &[("meta-user", "mallory")],
+        )
+        .await
+        .unwrap();
+        let open = backend.wait_for("/ws/partial", 1).await;
+        assert_eq!(open[0].header("meta-user"), None);
+
+        send_text(&mut client, "hello").await;
+        let requests = backend.wait_for("/ws/partial", 3).await;
+        assert_eq!(decode(&requests[1].body), vec![Ev::Text("hello".into())]);
+        // The rest of "hello" comes first in the next request, said to be replayed.
+        assert_eq!(decode(&requests[2].body), vec![Ev::Text("llo".into())]);
+        assert_eq!(requests[2].header("content-bytes-replayed"), Some("3"));
+
+        // Keep-Alive-Interval: 1 brings an empty request after a second without one.
+        let requests = backend.wait_for("/ws/partial", 4).await;
+        assert_eq!(decode(&requests[3].body), vec![]);
+        client.close(None).await.unwrap();
+        expect_close_reply(&mut client).await;
+        bridge.shutdown().await;
+    })
+    .await;
+}

@@ -107,6 +107,11 @@ impl Routes {
         Ok(Routes(routes))
     }
 
+    /// Whether no route is configured.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The route serving `path`, if any.
     pub(crate) fn find(&self, path: &str) -> Option<&Route> {
         self.0.iter().find(|r| r.matches(path))

@@ -241,9 +241,15 @@ fn assemble(
         tracker: TaskTracker::new(),
     }));
     if sessions.config.allowlist.is_empty() {
-        warn!(
-            "no --allowlist or --host-suffix-allowlist given: every connection will be refused with 403"
-        );
+        if sessions.config.routes.is_empty() {
+            warn!(
+                "no --allowlist or --host-suffix-allowlist given: every connection will be refused with 403"
+            );
+        } else {
+            info!(
+                "no --allowlist or --host-suffix-allowlist given: only --route paths are served; /connect refuses every backend URL with 403"
+            );
+        }
     }
     info!(
         address = %local,

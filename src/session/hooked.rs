@@ -88,7 +88,12 @@ async fn run_open(
     let connection_id = HeaderValue::from_str(&request_ids.nonce_hex())
         .unwrap_or_else(|_| HeaderValue::from_static("0"));
     let mut link = EventsLink::new(connection_id, sessions.config.grip_key.clone());
-    let open_headers = events::open_headers(headers);
+    let mut open_headers = events::open_headers(headers);
+    // As Pushpin does: the bridge understands the grip extension, if the backend wants it.
+    open_headers.insert(
+        axum::http::header::SEC_WEBSOCKET_EXTENSIONS,
+        HeaderValue::from_static(grip_control::EXTENSION_NAME),
+    );
     let request = EventsRequest {
         headers: &open_headers,
         ..link.request(&[Event::Open], 0)
