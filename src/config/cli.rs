@@ -163,6 +163,23 @@ pub struct Cli {
     )]
     pub(crate) read_ahead_messages: usize,
 
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it: `true` or `false`.
+    /// [default: true]
+    #[arg(
+        long,
+        env = "WS_BRIDGE_DEFLATE",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub(crate) deflate: bool,
+
+    /// Let permessage-deflate keep its window across messages (better compression of similar
+    /// messages, at a memory cost per connection; see docs/PERFORMANCE.md). Off: every message
+    /// is compressed on its own and a connection holds no compression state. [default: off]
+    #[arg(long, env = "WS_BRIDGE_DEFLATE_CONTEXT_TAKEOVER")]
+    pub(crate) deflate_context_takeover: bool,
+
     /// Bytes of client messages read ahead while a frame POST is in flight. [default: 1MiB]
     #[arg(long, env = "WS_BRIDGE_READ_AHEAD_BYTES", default_value = "1MiB", value_name = "BYTES", value_parser = parse_size)]
     pub(crate) read_ahead_bytes: usize,

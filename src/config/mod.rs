@@ -169,6 +169,8 @@ pub(crate) struct SessionConfig {
     pub(crate) read_ahead_messages: usize,
     /// Client bytes read ahead while a POST is in flight.
     pub(crate) read_ahead_bytes: usize,
+    /// permessage-deflate: whether to negotiate it, and whether with context takeover.
+    pub(crate) deflate: Option<bool>,
     /// Messages per second per client, and what happens beyond; `None`: no limit.
     pub(crate) rate_limit: Option<(u32, RateLimitAction)>,
     /// Time allowed for one write to a client.
@@ -315,6 +317,7 @@ fn session_config(cli: &Cli, tls: bool) -> Result<SessionConfig, ConfigError> {
         node: None,
         read_ahead_messages: cli.read_ahead_messages,
         read_ahead_bytes: cli.read_ahead_bytes,
+        deflate: cli.deflate.then_some(cli.deflate_context_takeover),
         rate_limit: (cli.max_messages_per_second > 0)
             .then_some((cli.max_messages_per_second, cli.rate_limit_action)),
         client_write_timeout: cli.client_write_timeout,

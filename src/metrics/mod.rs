@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use crate::protocol::Cause;
 pub(crate) use channels::ChannelMetrics;
 pub(crate) use cluster::{ClusterMetrics, ForwardOutcome};
+pub(crate) use deflate::DeflateMetrics;
 
 /// Declares a label enum: its variants, their label values, and the encoding.
 macro_rules! label_enum {
@@ -47,6 +48,7 @@ macro_rules! label_enum {
 // After the macro, which they use.
 mod channels;
 mod cluster;
+mod deflate;
 
 label_enum! {
     /// The kind of a backend request.
@@ -190,6 +192,8 @@ pub(crate) struct Metrics {
     pub(crate) channel: ChannelMetrics,
     /// Cluster mode.
     pub(crate) cluster: ClusterMetrics,
+    /// permessage-deflate.
+    pub(crate) deflate: Arc<DeflateMetrics>,
 }
 
 impl fmt::Debug for Metrics {
@@ -225,6 +229,7 @@ impl Metrics {
             rate_limited: Counter::default(),
             channel: ChannelMetrics::default(),
             cluster: ClusterMetrics::default(),
+            deflate: Arc::default(),
         };
         m.register(&mut registry);
         Metrics { registry, ..m }
@@ -232,6 +237,7 @@ impl Metrics {
 
     /// Registers every metric under its name and help text.
     fn register(&self, registry: &mut Registry) {
+        self.deflate.register(registry);
         registry.register(
             "connections_open",
             "Open WebSocket connections",

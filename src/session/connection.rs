@@ -80,6 +80,8 @@ pub(crate) struct Connection {
     /// A websocket-over-http connection: its protocol state and what the OPEN answer asked
     /// for after OPEN. `frame_url` is then the events URL; there is no disconnect URL.
     pub(crate) events: Option<Box<(EventsLink, Vec<Action>)>>,
+    /// permessage-deflate, as agreed in the handshake.
+    pub(crate) deflate: Option<crate::session::ws::deflate::Agreed>,
 }
 
 /// Runs a connection to its end, disconnect POST included, whatever happens inside.

@@ -20,6 +20,7 @@ use super::hooked;
 use super::refusal::{self, Refusal, limit_refusal};
 use super::registry::{ConnectionId, ConnectionStats, Departure, Link, register};
 use super::request::{BackendUrls, backend_urls, check_header_sizes, check_origin, check_upgrade};
+use super::ws::deflate::{self, Agreed, Deflate};
 use super::ws::{WsStream, accept_key};
 use crate::backend::RequestIds;
 use crate::config::route::{Route, RouteProtocol};
@@ -157,20 +158,14 @@ async fn open<B>(
     // the connection, queued behind the hook's first message.
     sessions.channels.join_all(id, &handle, &hooked.channels);
     sessions.channels.settle(&hooked.channels).await;
-    if sessions.config.node.is_some()
-        && let Some(disconnect) = &admitted.urls.disconnect
-    {
-        sessions.registry.record(
-            id,
-            Departure {
-                disconnect: disconnect.to_string(),
-                callback: String::from_utf8_lossy(callback.as_bytes()).into_owned(),
-                nonce: request_ids.nonce_hex(),
-            },
-        );
-    }
+    record_departure(sessions, id, &admitted.urls, &callback, &request_ids);
     let backend = &sessions.backend;
     let request_uri = admitted.urls.request_uri;
+    let deflate = sessions
+        .config
+        .deflate
+        .and_then(|takeover| offered_deflate(request.headers(), takeover));
+    let deflate_answer = deflate.map(|(agreed, bits)| agreed.response(bits));
     let connection = Connection {
         frame_url: Arc::new(
             backend
@@ -189,15 +184,60 @@ async fn open<B>(
         first_message: hooked.first_message,
         slot: admitted.slot,
         events: hooked.events,
+        deflate: deflate.map(|(agreed, _)| agreed),
     };
     let span = info_span!("conn", conn.id = %id, client.addr = %client.ip);
     let task = upgrade_and_run(admitted.on_upgrade, connection, Arc::clone(sessions));
     sessions.tracker.spawn(task.instrument(span));
-    Ok(switching_protocols(&admitted.key, hooked.subprotocol))
+    Ok(switching_protocols(
+        &admitted.key,
+        hooked.subprotocol,
+        deflate_answer,
+    ))
+}
+
+/// In a cluster, what another node needs to send this connection's disconnect POST should
+/// this node die.
+fn record_departure(
+    sessions: &Sessions,
+    id: ConnectionId,
+    urls: &BackendUrls,
+    callback: &HeaderValue,
+    request_ids: &RequestIds,
+) {
+    if sessions.config.node.is_some()
+        && let Some(disconnect) = &urls.disconnect
+    {
+        sessions.registry.record(
+            id,
+            Departure {
+                disconnect: disconnect.to_string(),
+                callback: String::from_utf8_lossy(callback.as_bytes()).into_owned(),
+                nonce: request_ids.nonce_hex(),
+            },
+        );
+    }
+}
+
+/// The permessage-deflate offer the bridge accepts, from every `Sec-WebSocket-Extensions`.
+fn offered_deflate(headers: &axum::http::HeaderMap, takeover: bool) -> Option<(Agreed, bool)> {
+    let offers: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if offers.is_empty() {
+        return None;
+    }
+    deflate::negotiate(&offers.join(","), takeover)
 }
 
 /// The 101 answer.
-fn switching_protocols(key: &HeaderValue, subprotocol: Option<String>) -> Response {
+fn switching_protocols(
+    key: &HeaderValue,
+    subprotocol: Option<String>,
+    extensions: Option<String>,
+) -> Response {
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -207,6 +247,9 @@ fn switching_protocols(key: &HeaderValue, subprotocol: Option<String>) -> Respon
     }
     if let Some(protocol) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    if let Some(extensions) = extensions.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
     }
     response
 }
@@ -220,7 +263,11 @@ async fn upgrade_and_run(on_upgrade: OnUpgrade, connection: Connection, sessions
     );
     match on_upgrade.await {
         Ok(upgraded) => {
-            let ws = WsStream::new(TokioIo::new(upgraded), sessions.config.max_message_size);
+            let deflate = connection
+                .deflate
+                .map(|agreed| Deflate::new(agreed, Arc::clone(&sessions.metrics.deflate)));
+            let ws = WsStream::new(TokioIo::new(upgraded), sessions.config.max_message_size)
+                .with_deflate(deflate);
             connection::run(ws, connection, sessions).await;
         }
         Err(e) => {

@@ -18,6 +18,8 @@ pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
     pub(crate) fin: bool,
+    /// RSV1: a compressed message (permessage-deflate), checked by the stream.
+    pub(crate) rsv1: bool,
     pub(crate) opcode: u8,
     /// The masking key, when the frame is masked.
     pub(crate) mask: Option<[u8; 4]>,
@@ -51,9 +53,10 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
+    if b0 & 0x30 != 0 {
         return Err(HeaderError::ReservedBits);
     }
+    let rsv1 = b0 & 0x40 != 0;
     let fin = b0 & 0x80 != 0;
     let opcode = b0 & 0x0F;
     if !matches!(opcode, 0x0..=0x2 | 0x8..=0xA) {
@@ -93,6 +96,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Header>, HeaderError> {
     };
     Ok(Some(Header {
         fin,
+        rsv1,
         opcode,
         mask,
         payload_len,
@@ -174,7 +178,9 @@ mod tests {
 
     #[test]
     fn protocol_violations_are_refused() {
-        assert_eq!(parse(&[0xC1, 0x80]), Err(HeaderError::ReservedBits));
+        assert_eq!(parse(&[0xA1, 0x80]), Err(HeaderError::ReservedBits));
+        assert_eq!(parse(&[0x91, 0x80]), Err(HeaderError::ReservedBits));
+        assert!(parse(&[0xC1, 0x80]).ok().flatten().is_some_and(|h| h.rsv1));
         assert_eq!(parse(&[0x83, 0x80]), Err(HeaderError::ReservedOpcode(3)));
         assert_eq!(parse(&[0x09, 0x80]), Err(HeaderError::BadControl));
         assert_eq!(parse(&[0x89, 0xFE, 0, 126]), Err(HeaderError::BadControl));

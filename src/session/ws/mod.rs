@@ -26,10 +26,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::io::poll_read_buf;
 
+use deflate::{Deflate, InflateError};
 use frame::{Header, HeaderError, opcode};
 use utf8::Utf8Validator;
 
 mod accept;
+pub(crate) mod deflate;
 pub(crate) mod frame;
 mod utf8;
 
@@ -86,6 +88,8 @@ struct Assembling {
     opcode: u8,
     data: BytesMut,
     utf8: Utf8Validator,
+    /// permessage-deflate: inflated (and then checked for UTF-8) once whole.
+    compressed: bool,
 }
 
 /// A WebSocket connection, server side.
@@ -100,6 +104,8 @@ pub(crate) struct WsStream<S> {
     close_sent: bool,
     /// A message frame was cut short (its write was abandoned): nothing more can be framed.
     frame_cut: bool,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Box<Deflate>>,
 }
 
 impl<S> WsStream<S>
@@ -116,7 +122,14 @@ where
             control: BytesMut::new(),
             close_sent: false,
             frame_cut: false,
+            deflate: None,
         }
+    }
+
+    /// With permessage-deflate as negotiated.
+    pub(crate) fn with_deflate(mut self, deflate: Option<Deflate>) -> Self {
+        self.deflate = deflate.map(Box::new);
+        self
     }
 
     /// The next message or control frame from the client; `None` when the connection closed.
@@ -231,6 +244,11 @@ where
         header: &Header,
         payload: BytesMut,
     ) -> Result<Option<Incoming>, WsError> {
+        if header.rsv1
+            && (self.deflate.is_none() || !matches!(header.opcode, opcode::TEXT | opcode::BINARY))
+        {
+            return Err(HeaderError::ReservedBits.into());
+        }
         match header.opcode {
             opcode::PING => {
                 self.queue_control(opcode::PONG, &payload);
@@ -244,8 +262,12 @@ where
                         "a new message began before the fragmented one ended".into(),
                     ));
                 }
+                let compressed = header.rsv1;
+                if compressed && header.fin {
+                    return self.inflated(header.opcode, &payload).map(Some);
+                }
                 let mut utf8 = Utf8Validator::default();
-                if header.opcode == opcode::TEXT {
+                if header.opcode == opcode::TEXT && !compressed {
                     utf8.feed(&payload).map_err(|_| WsError::InvalidUtf8)?;
                 }
                 if header.fin {
@@ -256,6 +278,7 @@ where
                     opcode: header.opcode,
                     data: payload,
                     utf8,
+                    compressed,
                 });
                 Ok(None)
             }
@@ -265,7 +288,7 @@ where
                         "continuation frame without a message".into(),
                     ));
                 };
-                if message.opcode == opcode::TEXT {
+                if message.opcode == opcode::TEXT && !message.compressed {
                     message
                         .utf8
                         .feed(&payload)
@@ -279,11 +302,30 @@ where
                     .message
                     .take()
                     .ok_or_else(|| WsError::Protocol("lost message".into()))?;
+                if message.compressed {
+                    return self.inflated(message.opcode, &message.data).map(Some);
+                }
                 message.utf8.finish().map_err(|_| WsError::InvalidUtf8)?;
                 Ok(Some(whole(message.opcode, message.data.freeze())))
             }
             other => Err(HeaderError::ReservedOpcode(other).into()),
         }
+    }
+
+    /// A whole compressed message, inflated under the message limit and, if text, checked.
+    fn inflated(&mut self, op: u8, data: &[u8]) -> Result<Incoming, WsError> {
+        let limit = self.max_message;
+        let Some(deflate) = self.deflate.as_deref_mut() else {
+            return Err(HeaderError::ReservedBits.into());
+        };
+        let message = deflate.inflate(data, limit).map_err(|e| match e {
+            InflateError::TooLarge => WsError::TooLarge { limit },
+            InflateError::Corrupt => WsError::Protocol("invalid compressed data".into()),
+        })?;
+        if op == opcode::TEXT && std::str::from_utf8(&message).is_err() {
+            return Err(WsError::InvalidUtf8);
+        }
+        Ok(whole(op, message))
     }
 
     /// A Close frame: checks its code and reason, and answers it with the same code.
@@ -345,8 +387,18 @@ where
     /// control frame: header and payload in one `writev`.
     pub(crate) async fn send(&mut self, op: u8, payload: &Bytes) -> io::Result<()> {
         self.flush().await?;
+        let compressed = match self.deflate.as_deref_mut() {
+            Some(deflate) if matches!(op, opcode::TEXT | opcode::BINARY) => {
+                deflate.deflate(payload)
+            }
+            _ => None,
+        };
+        let payload = compressed.as_ref().unwrap_or(payload);
         let mut head = [0u8; 10];
         let n = frame::encode(&mut head, op, payload.len());
+        if compressed.is_some() {
+            head[0] |= 0x40;
+        }
         let (mut head, mut body) = (&head[..n], &payload[..]);
         while !head.is_empty() {
             let written = self
