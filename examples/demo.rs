@@ -135,6 +135,8 @@ const CHAT_PAGE: &str = r#"<!doctype html>
   ws.onopen = () => {
     status.textContent = "connected as " + name;
     status.className = "open";
+    // What the browser and the bridge agreed on (permessage-deflate, by default).
+    status.dataset.extensions = ws.extensions;
     text.disabled = button.disabled = false;
     text.focus();
     // The connect hook already told the backend about this client; say hello to the others.

@@ -182,6 +182,14 @@ async function main(url) {
       });
     });
 
+    await check("the browser negotiated permessage-deflate with the bridge", async () => {
+      const extensions = (await a.locator("#status").getAttribute("data-extensions")) ?? "";
+      console.log(`  page A's WebSocket.extensions: ${JSON.stringify(extensions)}`);
+      if (!extensions.includes("permessage-deflate")) {
+        throw new Error(`WebSocket.extensions is ${JSON.stringify(extensions)}, expected permessage-deflate`);
+      }
+    });
+
     const aToB = connected && await check("message typed in page A appears in B and A", async () => {
       await send(a, fromA);
       const line = `${nameA}: ${fromA}`;

@@ -301,3 +301,46 @@ mod tests {
         assert_eq!(receiver.inflate(&second, 1 << 20).unwrap(), text);
     }
 }
+
+/// The memory a connection holds with `--deflate-context-takeover`, measured (run with
+/// `cargo test --release --lib deflate_state_memory -- --ignored --nocapture`).
+#[cfg(test)]
+mod memory {
+    use super::*;
+
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn deflate_state_memory() {
+        const N: usize = 1000;
+        let agreed = negotiate("permessage-deflate", true).map(|(a, _)| a);
+        let Some(agreed) = agreed else {
+            panic!("no agreement")
+        };
+        let text = Bytes::from("a message of some length, as a chat would send it. ".repeat(4));
+        let before = rss_kib();
+        let mut states: Vec<Deflate> = (0..N)
+            .map(|_| Deflate::new(agreed, Arc::default()))
+            .collect();
+        // Use them once, as a connection would: the state is touched, so it is resident.
+        for state in &mut states {
+            let wire = state.deflate(&text);
+            let _ = wire.map(|w| state.inflate(&w, 1 << 20));
+        }
+        let after = rss_kib();
+        println!(
+            "context takeover: {} KiB resident per connection ({} connections)",
+            (after - before) / N as u64,
+            N
+        );
+        drop(states);
+    }
+}
