@@ -51,8 +51,27 @@ pub(crate) async fn connect(url: &str, small: bool) -> Result<Ws, BoxError> {
     } else {
         WebSocketConfig::default().read_buffer_size(64 * 1024)
     };
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
+    if offer_deflate() {
+        // As a browser offers it; tungstenite itself compresses nothing, so this is for
+        // connections that stay idle (the `idle` scenario's memory with deflate negotiated).
+        request.headers_mut().insert(
+            "sec-websocket-extensions",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static(
+                "permessage-deflate; client_max_window_bits",
+            ),
+        );
+    }
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     Ok(ws)
+}
+
+/// `BENCH_OFFER_DEFLATE=1`: clients offer permessage-deflate in their handshake (inherited by
+/// the client shard processes).
+fn offer_deflate() -> bool {
+    std::env::var_os("BENCH_OFFER_DEFLATE").is_some_and(|v| v == "1")
 }
 
 /// Opens `count` connections to `url` with at most `in_flight` handshakes at once, giving up

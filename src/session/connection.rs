@@ -167,11 +167,12 @@ struct Task<S> {
     ping: Interval,
     lifetime: Option<Pin<Box<Sleep>>>,
     /// websocket-over-http: the protocol state, the request in flight, the timers.
-    events: Option<EventsLink>,
+    // Boxed: a seed connection pays a pointer for each, not their size.
+    events: Option<Box<EventsLink>>,
     events_in_flight: Option<EventsPost>,
     first_actions: Vec<Action>,
-    backend_keep_alive: Option<Interval>,
-    client_keep_alive: Option<(ClientKeepAlive, Pin<Box<Sleep>>)>,
+    backend_keep_alive: Option<Box<Interval>>,
+    client_keep_alive: Option<Box<(ClientKeepAlive, Pin<Box<Sleep>>)>>,
 }
 
 impl<S> Task<S>
@@ -195,7 +196,7 @@ where
             .max_connection_lifetime
             .map(|d| Box::pin(tokio::time::sleep(d)));
         let (events, first_actions) = match conn.events.map(|b| *b) {
-            Some((link, actions)) => (Some(link), actions),
+            Some((link, actions)) => (Some(Box::new(link)), actions),
             None => (None, Vec::new()),
         };
         let disconnect = match &events {
@@ -327,7 +328,7 @@ where
             item = self.link.mailbox.recv() => Event::Outbound(item),
             result = poll_in_flight(&mut self.in_flight) => Event::Posted(result),
             (sent, result) = poll_events(&mut self.events_in_flight) => Event::EventsPosted(sent, result),
-            () = tick(self.backend_keep_alive.as_mut()) => Event::BackendKeepAlive,
+            () = tick(self.backend_keep_alive.as_deref_mut()) => Event::BackendKeepAlive,
             () = wait_for(self.client_keep_alive.as_mut().map(|k| &mut k.1)) => Event::ClientKeepAlive,
             () = sleep_until(paused_until) => Event::PauseOver,
             message = self.ws.next(), if may_read => Event::Client(message),
@@ -472,10 +473,11 @@ where
             Payload::Binary(_) => opcode::BINARY,
         };
         self.send(op, payload.bytes()).await?;
-        if let Some((keep, sleep)) = &mut self.client_keep_alive
-            && !keep.always
+        if let Some(keep) = &mut self.client_keep_alive
+            && !keep.0.always
         {
-            sleep.as_mut().reset(Instant::now() + keep.every);
+            let every = keep.0.every;
+            keep.1.as_mut().reset(Instant::now() + every);
         }
         self.link.stats.record_out(len);
         self.metrics.messages_out.inc();

@@ -126,7 +126,7 @@ where
                 Action::KeepClientAlive(keep) => {
                     self.client_keep_alive = keep.map(|keep| {
                         let sleep = Box::pin(tokio::time::sleep(keep.every));
-                        (keep, sleep)
+                        Box::new((keep, sleep))
                     });
                 }
                 Action::Close(code, reason) => {
@@ -156,11 +156,12 @@ where
     /// GRIP `keep-alive`: the interval passed (without anything sent, by default); send the
     /// keep-alive frame and start the next interval.
     pub(super) async fn on_client_keep_alive(&mut self) -> Result<(), Ending> {
-        let Some((keep, sleep)) = &mut self.client_keep_alive else {
+        let Some(keep) = &mut self.client_keep_alive else {
             return Ok(());
         };
-        sleep.as_mut().reset(Instant::now() + keep.every);
-        let (op, payload) = (keep.opcode, keep.payload.clone());
+        let every = keep.0.every;
+        keep.1.as_mut().reset(Instant::now() + every);
+        let (op, payload) = (keep.0.opcode, keep.0.payload.clone());
         self.send(op, &payload).await
     }
 
@@ -173,7 +174,7 @@ where
                 .map(|every| {
                     let mut interval = tokio::time::interval_at(Instant::now() + every, every);
                     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                    interval
+                    Box::new(interval)
                 });
     }
 
