@@ -180,7 +180,12 @@ mod tests {
     fn protocol_violations_are_refused() {
         assert_eq!(parse(&[0xA1, 0x80]), Err(HeaderError::ReservedBits));
         assert_eq!(parse(&[0x91, 0x80]), Err(HeaderError::ReservedBits));
-        assert!(parse(&[0xC1, 0x80]).ok().flatten().is_some_and(|h| h.rsv1));
+        assert!(
+            parse(&[0xC1, 0x80, 1, 2, 3, 4])
+                .ok()
+                .flatten()
+                .is_some_and(|h| h.rsv1)
+        );
         assert_eq!(parse(&[0x83, 0x80]), Err(HeaderError::ReservedOpcode(3)));
         assert_eq!(parse(&[0x09, 0x80]), Err(HeaderError::BadControl));
         assert_eq!(parse(&[0x89, 0xFE, 0, 126]), Err(HeaderError::BadControl));
