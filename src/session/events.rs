@@ -131,7 +131,8 @@ impl EventsLink {
         }
     }
 
-    fn grip_sig(&self) -> Option<HeaderValue> {
+    /// `Grip-Sig` for the next request, when `--grip-key` is set.
+    pub(crate) fn grip_sig(&self) -> Option<HeaderValue> {
         let key = self.grip_key.as_ref()?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -211,21 +212,8 @@ impl EventsLink {
 
     fn control(&mut self, control: Control, actions: &mut Vec<Action>) {
         match control {
-            Control::Subscribe(name) | Control::Unsubscribe(name)
-                if ChannelName::parse(&name).is_err() =>
-            {
-                warn!(channel = %name, "GRIP subscribe/unsubscribe with a bad channel name ignored");
-            }
-            Control::Subscribe(name) => {
-                if let Ok(name) = ChannelName::parse(&name) {
-                    actions.push(Action::Join(name));
-                }
-            }
-            Control::Unsubscribe(name) => {
-                if let Ok(name) = ChannelName::parse(&name) {
-                    actions.push(Action::Leave(name));
-                }
-            }
+            Control::Subscribe(name) => channel_action(&name, Action::Join, actions),
+            Control::Unsubscribe(name) => channel_action(&name, Action::Leave, actions),
             Control::Detach => self.detached = true,
             Control::SetMeta { name, value } => {
                 let Some(header) = meta_header(&name.to_ascii_lowercase()) else {
@@ -266,6 +254,16 @@ impl EventsLink {
                 actions.push(Action::KeepClientAlive(keep));
             }
             Control::Close { code, reason } => actions.push(Action::Close(code, reason)),
+        }
+    }
+}
+
+/// A GRIP subscribe or unsubscribe: `action` for a valid channel name, else logged and ignored.
+fn channel_action(name: &str, action: fn(ChannelName) -> Action, actions: &mut Vec<Action>) {
+    match ChannelName::parse(name) {
+        Ok(name) => actions.push(action(name)),
+        Err(_) => {
+            warn!(channel = %name, "GRIP subscribe/unsubscribe with a bad channel name ignored")
         }
     }
 }

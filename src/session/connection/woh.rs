@@ -44,7 +44,7 @@ where
         let request = OwnedRequest {
             connection_id: link.connection_id.clone(),
             meta: link.meta.clone(),
-            grip_sig: link.request(&[], 0).grip_sig,
+            grip_sig: link.grip_sig(),
         };
         self.events_in_flight = Some(Box::pin(async move {
             let result = backend
