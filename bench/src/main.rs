@@ -34,6 +34,7 @@ mod member;
 mod redis;
 mod report;
 mod scenarios;
+mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -408,6 +409,14 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         .collect();
     print!("{}", report::table(&columns[0], columns.get(1)));
     println!();
+    let verdicts = verdict::judge(&columns[0], columns.get(1));
+    if !verdicts.is_empty() {
+        println!(
+            "issue 12's targets, side A judged (against side B where the target is relative):"
+        );
+        print!("{}", verdict::table(&verdicts));
+        println!();
+    }
     let beside = report::beside(&columns[0], &scenarios::BESIDE_SEED);
     if !beside.is_empty() {
         println!(
@@ -443,7 +452,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         .clone()
         .unwrap_or_else(|| root.join("bench/results.json"));
     write_json(
-        &json_path, args, &settings, &machine, &sharing, &sides, &columns, &beside,
+        &json_path, args, &settings, &machine, &sharing, &sides, &columns, &beside, &verdicts,
     )?;
     eprintln!("websocket-bridge-bench: wrote {}", json_path.display());
     let failed: usize = summaries
@@ -531,6 +540,7 @@ fn write_json(
     sides: &[Side],
     columns: &[Column<'_>],
     beside: &[report::Beside],
+    verdicts: &[verdict::Verdict],
 ) -> Result<(), BoxError> {
     let side_json = |side: &Side| {
         json!({
@@ -597,6 +607,8 @@ fn write_json(
             peer
         }),
         "comparison": comparison,
+        // Issue 12's targets judged from both columns (medians and round by round).
+        "targets": verdicts,
         // Side A's websocket-over-http scenarios beside its seed-protocol ones.
         "beside_seed": beside,
     });

@@ -75,18 +75,17 @@ pub(crate) const CALLGRIND: [&str; 3] = ["upstream", "roundtrip", "downstream"];
 const CALLGRIND_WHEN_NAMED: [&str; 4] =
     ["fanout", "woh-upstream", "woh-roundtrip", "woh-downstream"];
 
-/// Targets from the issue.
+/// Issue 12's absolute targets (its relative ones, against the original, are judged in
+/// `verdict`).
 pub(crate) mod targets {
     /// Bridge CPU per upstream message, microseconds.
-    pub(crate) const UPSTREAM_CPU_US: f64 = 8.0;
+    pub(crate) const UPSTREAM_CPU_US: f64 = 10.0;
     /// Bridge CPU per downstream message, microseconds.
-    pub(crate) const DOWNSTREAM_CPU_US: f64 = 6.0;
-    /// Bridge CPU per round trip, microseconds.
-    pub(crate) const ROUNDTRIP_CPU_US: f64 = 16.0;
-    /// Round-trip latency p99, milliseconds.
+    pub(crate) const DOWNSTREAM_CPU_US: f64 = 10.0;
+    /// Round-trip latency p99 at 64 connections, milliseconds.
     pub(crate) const ROUNDTRIP_P99_MS: f64 = 5.0;
     /// Resident memory per idle connection at 10,000 connections, KiB.
-    pub(crate) const IDLE_KIB: f64 = 6.0;
+    pub(crate) const IDLE_KIB: f64 = 8.0;
     /// WebSocket handshakes per second while opening the idle connections.
     pub(crate) const HANDSHAKES_PER_SECOND: f64 = 20_000.0;
 }
@@ -308,14 +307,28 @@ impl Window {
         }
     }
 
-    /// The cost metric of a message-rate scenario: bridge CPU per event with its target, or
-    /// under callgrind the instructions per event.
-    fn cost(&self, cpu_name: &str, ir_name: &str, target_us: f64) -> Metric {
-        if self.instructions.is_some() {
-            Metric::info(ir_name, self.instructions_per_event(), "Ir")
-        } else {
-            Metric::at_most(cpu_name, self.bridge_us_per_event(), "us", target_us)
+    /// The cost metric of a message-rate scenario: bridge CPU per event with its target (if
+    /// any), or under callgrind the instructions per event.
+    fn cost(&self, cpu_name: &str, ir_name: &str, target_us: Option<f64>) -> Metric {
+        match target_us {
+            _ if self.instructions.is_some() => {
+                Metric::info(ir_name, self.instructions_per_event(), "Ir")
+            }
+            Some(target) => Metric::at_most(cpu_name, self.bridge_us_per_event(), "us", target),
+            None => Metric::info(cpu_name, self.bridge_us_per_event(), "us"),
         }
+    }
+
+    /// The kernel's part of the bridge CPU per event (none under callgrind, which slows only
+    /// user space).
+    fn kernel_cost(&self) -> Option<Metric> {
+        (self.instructions.is_none() && self.events > 0.0).then(|| {
+            Metric::info(
+                crate::verdict::KERNEL_METRIC,
+                self.bridge_system * 1e6 / self.events,
+                "us",
+            )
+        })
     }
 
     fn details(&self) -> serde_json::Value {
@@ -493,14 +506,17 @@ pub(crate) async fn upstream(ctx: &Ctx<'_>) -> Result<ScenarioResult, BoxError> 
             window.cost(
                 "bridge CPU per message",
                 "bridge instructions per message",
-                targets::UPSTREAM_CPU_US,
+                Some(targets::UPSTREAM_CPU_US),
             ),
             Metric::info(
                 "bridge cores busy",
                 window.bridge_cpu / window.seconds,
                 "cores",
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(window.kernel_cost())
+        .collect(),
         details: json!({
             "window": window.details(),
             "messages_written_by_clients": read(&sent),
@@ -574,9 +590,10 @@ pub(crate) async fn roundtrip(ctx: &Ctx<'_>) -> Result<ScenarioResult, BoxError>
         window.cost(
             "bridge CPU per round trip",
             "bridge instructions per round trip",
-            targets::ROUNDTRIP_CPU_US,
+            None,
         ),
     ];
+    metrics.extend(window.kernel_cost());
     if ctx.callgrind() {
         // Latencies under valgrind say nothing about the bridge's.
         metrics.push(Metric::info("latency p99 (under valgrind)", ms(0.99), "ms"));
@@ -719,14 +736,17 @@ pub(crate) async fn downstream(ctx: &Ctx<'_>) -> Result<ScenarioResult, BoxError
             window.cost(
                 "bridge CPU per message",
                 "bridge instructions per message",
-                targets::DOWNSTREAM_CPU_US,
+                Some(targets::DOWNSTREAM_CPU_US),
             ),
             Metric::info(
                 "bridge cores busy",
                 window.bridge_cpu / window.seconds,
                 "cores",
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(window.kernel_cost())
+        .collect(),
         details: json!({
             "window": window.details(),
             "callbacks_accepted_2xx": read(&accepted),

@@ -590,8 +590,9 @@ async fn measure_fanout(
         metrics.push(window.cost(
             "bridge CPU per delivery",
             "bridge instructions per delivery",
-            targets::CPU_PER_DELIVERY_US,
+            Some(targets::CPU_PER_DELIVERY_US),
         ));
+        metrics.extend(window.kernel_cost());
     } else if callgrind {
         metrics.push(Metric::info(
             "bridge instructions per delivery",

@@ -86,17 +86,6 @@ async fn measure_with_requests(
     Ok((window?, requests))
 }
 
-/// Bridge CPU per event (with `target`, if any), or instructions under callgrind.
-fn cost(window: &Window, cpu_name: &str, ir_name: &str, target_us: Option<f64>) -> Metric {
-    match target_us {
-        Some(target) => window.cost(cpu_name, ir_name, target),
-        None if window.instructions.is_some() => {
-            Metric::info(ir_name, window.instructions_per_event(), "Ir")
-        }
-        None => Metric::info(cpu_name, window.bridge_us_per_event(), "us"),
-    }
-}
-
 /// Backend requests per event, and bridge cores busy: what every woh scenario adds.
 fn load_metrics(window: &Window, requests: u64, per: &str) -> [Metric; 2] {
     [
@@ -152,8 +141,7 @@ pub(crate) async fn woh_upstream(ctx: &Ctx<'_>) -> Result<ScenarioResult, BoxErr
     let (window, requests) = measured?;
     let mut metrics = vec![
         Metric::info("messages/s (at backend)", window.rate(), "msg/s"),
-        cost(
-            &window,
+        window.cost(
             "bridge CPU per message",
             "bridge instructions per message",
             Some(targets::UPSTREAM_CPU_US),
@@ -209,8 +197,7 @@ pub(crate) async fn woh_roundtrip(ctx: &Ctx<'_>) -> Result<ScenarioResult, BoxEr
     let ms = |q: f64| quantile(&latencies, q).as_secs_f64() * 1e3;
     let mut metrics = vec![
         Metric::info("round trips/s", window.rate(), "rt/s"),
-        cost(
-            &window,
+        window.cost(
             "bridge CPU per round trip",
             "bridge instructions per round trip",
             None,
@@ -265,8 +252,7 @@ pub(crate) async fn woh_downstream(ctx: &Ctx<'_>) -> Result<ScenarioResult, BoxE
     let (window, requests, publishes, received) = outcome?;
     let mut metrics = vec![
         Metric::info("messages/s (at clients)", window.rate(), "msg/s"),
-        cost(
-            &window,
+        window.cost(
             "bridge CPU per message",
             "bridge instructions per message",
             None,
