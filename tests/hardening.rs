@@ -500,3 +500,61 @@ async fn logs_stay_small_and_never_show_a_secret_query() {
     })
     .await;
 }
+
+/// The publish listener guards itself like the main one (it shares its code with the metrics
+/// listener): more silent connections than it serves at once (256) are all closed after
+/// `--handshake-timeout`, the ones beyond 256 waiting in the accept queue meanwhile; a body
+/// that does not arrive within that limit gets 408 naming it; and a publish gets through
+/// afterwards.
+#[tokio::test]
+async fn the_publish_listener_cuts_off_silent_and_slow_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        let (_bridge, publish) = Bridge::start_with_publish(&["--handshake-timeout", "1s"]).await;
+        let addr: std::net::SocketAddr = publish.trim_start_matches("http://").parse().unwrap();
+
+        let mut silent = Vec::new();
+        for _ in 0..300 {
+            silent.push(tcp_connect(addr).await);
+        }
+        let mut slow = tcp_connect(addr).await;
+        // Queued behind the silent ones: its head goes out once a slot frees up.
+        slow.write_all(b"POST /channels/room HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+            .await
+            .unwrap();
+        let closed_by_bridge = |mut tcp: tokio::net::TcpStream| async move {
+            let mut byte = [0_u8; 1];
+            // End of stream or a reset: either way the bridge let go.
+            matches!(tcp.read(&mut byte).await, Ok(0) | Err(_))
+        };
+        let closed = bounded_for(std::time::Duration::from_secs(20), async {
+            let mut closed = 0;
+            for tcp in silent {
+                closed += usize::from(closed_by_bridge(tcp).await);
+            }
+            closed
+        })
+        .await;
+        assert_eq!(closed, 300);
+
+        let mut answer = Vec::new();
+        bounded_for(
+            std::time::Duration::from_secs(20),
+            slow.read_to_end(&mut answer),
+        )
+        .await
+        .ok();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("--handshake-timeout"), "{answer}");
+
+        let published = http_client()
+            .post(format!("{publish}/channels/room"))
+            .body("still here")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(published.status(), 200);
+    })
+    .await;
+}

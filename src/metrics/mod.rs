@@ -356,14 +356,11 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on the metrics listener until `shutdown` is cancelled.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
+/// The metrics listener's one route, `GET /metrics`; `server` serves it on
+/// `--metrics-address`.
+pub(crate) fn router(metrics: Arc<Metrics>) -> axum::Router {
     use axum::routing::get;
-    let app = axum::Router::new().route(
+    axum::Router::new().route(
         "/metrics",
         get(move || {
             let metrics = Arc::clone(&metrics);
@@ -377,10 +374,7 @@ pub(crate) async fn serve(
                 )
             }
         }),
-    );
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    )
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ enum PublishError {
     NotUtf8,
     #[error("the body is larger than {limit} bytes ({flag})")]
     TooLarge { limit: usize, flag: &'static str },
-    #[error("the body did not arrive in time")]
+    #[error("the body did not arrive within --handshake-timeout: send it at once")]
     BodyTimeout,
     #[error("the body could not be read: {0}")]
     BadBody(String),
@@ -277,19 +277,12 @@ async fn not_found() -> (StatusCode, &'static str) {
     )
 }
 
-/// Serves the publish API on `listener` until `shutdown` is cancelled.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    publisher: Arc<Publisher>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let app = Router::new()
+/// The publish API's routes; `server` serves them on `--publish-address`.
+pub(crate) fn router(publisher: Arc<Publisher>) -> Router {
+    Router::new()
         .route("/publish", post(publish_grip))
         .route("/publish/", post(publish_grip))
         .route("/channels/{name}", post(publish_raw))
         .fallback(not_found)
-        .with_state(publisher);
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+        .with_state(publisher)
 }

@@ -1,8 +1,9 @@
 //! The top of the bridge: builds every layer from the [`Config`] (backend client, sessions,
 //! callback API, metrics), binds nothing itself (the caller hands over bound listeners), runs
 //! the accept loop, and drains on shutdown. Serving one HTTP connection and its routes is in
-//! [`http`]; the idle guard for silent HTTP connections in [`idle`]; the open-files budget in
-//! [`fdlimit`]. Nothing imports this module.
+//! [`http`]; the idle guard for silent HTTP connections in [`idle`]; the publish and metrics
+//! listeners in [`internal`]; the open-files budget in [`fdlimit`]. Nothing imports this
+//! module.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use http::{App, serve_connection};
 pub(crate) mod fdlimit;
 mod http;
 pub(crate) mod idle;
+mod internal;
 
 /// Errors that stop [`run`] before it serves anything.
 #[derive(Debug, thiserror::Error)]
@@ -130,11 +132,18 @@ pub async fn run_with(
     let metrics = Arc::new(Metrics::new());
     let shutdown_token = CancellationToken::new();
     let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let internal_limits = internal::Limits {
+        head: config.server.handshake_timeout,
+        idle: config.server.http_idle_timeout,
+        request: config.server.handshake_timeout.saturating_mul(2),
+    };
     if let Some(metrics_listener) = metrics_listener {
-        tokio::spawn(crate::metrics::serve(
+        tokio::spawn(internal::serve(
             metrics_listener,
-            Arc::clone(&metrics),
+            crate::metrics::router(Arc::clone(&metrics)),
+            internal_limits,
             shutdown_token.clone(),
+            "--metrics-address",
         ));
     }
     let grace = config.server.shutdown_grace;
@@ -176,10 +185,12 @@ pub async fn run_with(
             Arc::clone(&app.sessions.channels),
             cluster.clone(),
         );
-        tokio::spawn(crate::publish::serve(
+        tokio::spawn(internal::serve(
             publish_listener,
-            Arc::new(publisher),
+            crate::publish::router(Arc::new(publisher)),
+            internal_limits,
             shutdown_token,
+            "--publish-address",
         ));
     }
     accept_until(&listener, &app, shutdown).await;
