@@ -5,7 +5,8 @@ connections costs in system CPU, with nothing else in the sending process.
 A receiver process opens N connections to the sender and reads them all through epoll (as
 the bench's members do); the sender writes one 64-byte message to every connection per
 publication, at a steady rate, and reports its own system and user CPU per write over the
-publishing window (os.times of the sending process only). The system CPU per write is what
+publishing window (os.times of the sending process only), and how long one publication's
+writes take from the first to the last. The system CPU per write is what
 any bridge pays in the kernel for one delivery on this machine's loopback, whatever its code:
 compare it with the bridge's system CPU per delivery in the `fanout` scenario.
 
@@ -78,6 +79,7 @@ def main():
         conns.append(c)
     assert receiver.stdout.readline().strip() == "connected"
 
+    spans = []  # seconds from a publication's first write to its last
     start_times = os.times()
     start = time.monotonic()
     for i in range(publications):
@@ -85,8 +87,10 @@ def main():
         now = time.monotonic()
         if due > now:
             time.sleep(due - now)
+        began = time.monotonic()
         for c in conns:
             c.send(payload)
+        spans.append(time.monotonic() - began)
     end_times = os.times()
     elapsed = time.monotonic() - start
     print(receiver.stdout.readline().strip())
@@ -98,6 +102,10 @@ def main():
           f"{writes} writes of {len(payload)} bytes")
     print(f"sender system CPU per write: {system * 1e6 / writes:.2f} us (the kernel's floor per delivery)")
     print(f"sender user CPU per write:   {user * 1e6 / writes:.2f} us (Python's own overhead, not a floor)")
+    spans.sort()
+    p50, p99 = (spans[min(len(spans) - 1, int(q * len(spans)))] * 1e3 for q in (0.5, 0.99))
+    print(f"first to last write of a publication, one thread: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+          f"(a floor for publish-to-last-delivery latency, Python's overhead included)")
 
 
 if __name__ == "__main__":
