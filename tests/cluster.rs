@@ -319,13 +319,33 @@ async fn a_channel_spans_the_nodes_in_publish_order(kind: RedisKind) {
 
 /// Acceptance 3: node 3 killed with SIGKILL while it holds 100 connections: a survivor sends
 /// 100 disconnect POSTs (1006, cause `node-lost`, initiator `bridge`, one per connection), and
-/// the callbacks then answer 404 on the survivors.
+/// the callbacks then answer 404 on the survivors. A websocket-over-http connection on node 3
+/// gets its `DISCONNECT` event, with its `Connection-Id` and `Meta-*`, from a survivor.
 async fn a_killed_nodes_connections_are_reported_by_a_survivor(kind: RedisKind) {
     bounded_for(CLUSTER_TEST_TIMEOUT, async {
-        let backend = Backend::start().await;
-        let Some((redis, mut nodes)) = three_nodes(&backend, kind, [&[]; 3]).await else {
+        // A websocket-over-http backend at /woh/room: OPEN answered with OPEN and a meta value.
+        let backend = Backend::builder()
+            .on(
+                "/woh/room",
+                Reply::with(|request, _| {
+                    let open = request.body.starts_with(b"OPEN");
+                    (
+                        [
+                            ("content-type", "application/websocket-events"),
+                            ("set-meta-user", if open { "alice" } else { "" }),
+                        ],
+                        if open { "OPEN\r\n" } else { "" },
+                    )
+                }),
+            )
+            .start()
+            .await;
+        let route = format!("/woh/={},protocol=websocket-over-http", backend.url("/woh"));
+        let flags: &[&str] = &["--route", &route];
+        let Some((redis, mut nodes)) = three_nodes(&backend, kind, [flags; 3]).await else {
             return;
         };
+        let woh_client = connect(&format!("ws://{}/woh/room", nodes[2].bridge.addr)).await;
         let mut clients = Vec::new();
         for _ in 0..100 {
             let url = nodes[2]
@@ -347,7 +367,7 @@ async fn a_killed_nodes_connections_are_reported_by_a_survivor(kind: RedisKind) 
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let held = redis.command("HLEN {wsb}:conns:node-3").await;
-            if held.trim() == ":100" {
+            if held.trim() == ":101" {
                 break;
             }
             assert!(
@@ -384,6 +404,18 @@ async fn a_killed_nodes_connections_are_reported_by_a_survivor(kind: RedisKind) 
             100,
             "each with its connection's request id"
         );
+        // The websocket-over-http connection's backend gets its DISCONNECT, as from its node.
+        let woh = backend.wait_for("/woh/room", 2).await;
+        assert_eq!(&woh[1].body[..], b"DISCONNECT\r\n");
+        assert_eq!(
+            woh[1].header("connection-id"),
+            woh[0].header("connection-id")
+        );
+        assert_eq!(woh[1].header("meta-user"), Some("alice"));
+        assert_eq!(
+            woh[1].header("content-type"),
+            Some("application/websocket-events")
+        );
 
         let http = http_client();
         for callback in &callbacks {
@@ -410,6 +442,7 @@ async fn a_killed_nodes_connections_are_reported_by_a_survivor(kind: RedisKind) 
             "the dead node's record is gone once reported"
         );
         drop(clients);
+        drop(woh_client);
     })
     .await;
 }

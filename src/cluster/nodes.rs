@@ -20,8 +20,11 @@ use tracing::{info, warn};
 use super::link::Link;
 use super::{Cluster, PREFIX, bounded};
 use crate::backend::RequestIds;
+use crate::backend::events::EventsOutcome;
 use crate::config::NodeId;
+use crate::protocol::events::Event;
 use crate::protocol::{Cause, CloseReport, Initiator, close_code};
+use crate::session::events::EventsLink;
 use crate::session::registry::{
     ConnectionHandle, ConnectionId, Departure, LocalRegistry, Registry,
 };
@@ -261,6 +264,9 @@ async fn disconnect(cluster: &Cluster, record: String) -> bool {
     ) else {
         return false;
     };
+    if let Some(meta) = departure.events_meta {
+        return disconnect_events(cluster, url, &departure.nonce, meta).await;
+    }
     if !sessions.config.allowlist.allows(&url) {
         warn!(url = %crate::logging::redacted(&url), "cluster: a dead node's disconnect URL is not allowed here; not sent");
         return false;
@@ -281,6 +287,52 @@ async fn disconnect(cluster: &Cluster, record: String) -> bool {
         Ok(()) => true,
         Err(e) => {
             warn!(error = %e.detail(), "cluster: disconnect POST of a dead node's connection failed");
+            false
+        }
+    }
+}
+
+/// Sends a dead websocket-over-http connection's `DISCONNECT` event to its events URL, with
+/// its `Connection-Id` and `Meta-*` headers (and `Grip-Sig` with `--grip-key`), as its own
+/// node would have; whether the backend took it.
+async fn disconnect_events(
+    cluster: &Cluster,
+    url: url::Url,
+    nonce: &str,
+    meta: Vec<(String, String)>,
+) -> bool {
+    let sessions = &cluster.sessions;
+    if !sessions.config.routes.serves_events_url(&url) {
+        warn!(url = %crate::logging::redacted(&url), "cluster: a dead node's events URL belongs to no websocket-over-http route here; DISCONNECT not sent");
+        return false;
+    }
+    let Ok(connection_id) = HeaderValue::from_str(nonce) else {
+        return false;
+    };
+    let mut link = EventsLink::new(connection_id, sessions.config.grip_key.clone());
+    for (name, value) in meta {
+        if let (Ok(name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            link.meta.insert(name, value);
+        }
+    }
+    let target = sessions.backend.target(url);
+    cluster.metrics.cluster.reaped_connections.inc();
+    let events = [Event::Disconnect];
+    match sessions
+        .backend
+        .post_events(&target, link.request(&events, 0))
+        .await
+    {
+        Ok(EventsOutcome::Answer(_)) => true,
+        Ok(EventsOutcome::Refused { status, .. }) => {
+            warn!(%status, "cluster: DISCONNECT of a dead node's websocket-over-http connection refused");
+            false
+        }
+        Err(e) => {
+            warn!(error = %e.detail(), "cluster: DISCONNECT of a dead node's websocket-over-http connection failed");
             false
         }
     }

@@ -116,6 +116,21 @@ impl Routes {
     pub(crate) fn find(&self, path: &str) -> Option<&Route> {
         self.0.iter().find(|r| r.matches(path))
     }
+
+    /// Whether `url` is an events URL one of the websocket-over-http routes could have built
+    /// (its target's origin, a path under the target's): what a cluster node checks before
+    /// sending a dead node's `DISCONNECT` there, as the allowlist is checked for seed URLs.
+    pub(crate) fn serves_events_url(&self, url: &Url) -> bool {
+        self.0.iter().any(|r| {
+            let base = r.target.path().trim_end_matches('/');
+            r.protocol == RouteProtocol::WebSocketOverHttp
+                && r.target.origin() == url.origin()
+                && url
+                    .path()
+                    .strip_prefix(base)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
 }
 
 fn route_error(spec: &str, reason: &str) -> ConfigError {
@@ -234,6 +249,24 @@ mod tests {
         let exact = routes(&["/chat=http://b/ws"]);
         assert!(exact.find("/chat/1").is_none());
         assert!(exact.find("/").is_none());
+    }
+
+    #[test]
+    fn events_urls_are_recognised_by_origin_and_path() {
+        let r = routes(&[
+            "/ws/=http://b:8080/events,protocol=websocket-over-http",
+            "/seed=http://c/frames",
+        ]);
+        let yes = |u: &str| r.serves_events_url(&Url::parse(u).unwrap());
+        assert!(yes("http://b:8080/events"));
+        assert!(yes("http://b:8080/events/room?x=1"));
+        assert!(!yes("http://b:8080/eventsx"));
+        assert!(!yes("http://b:8081/events/room"));
+        assert!(!yes("https://b:8080/events"));
+        assert!(
+            !yes("http://c/frames"),
+            "a seed route is not an events route"
+        );
     }
 
     #[test]

@@ -48,6 +48,17 @@ pub(crate) struct Limits {
     pub(crate) request: Duration,
 }
 
+impl Limits {
+    /// The main listener's timeouts; a whole request gets twice `--handshake-timeout`.
+    pub(crate) fn of(server: &crate::config::ServerConfig) -> Self {
+        Limits {
+            head: server.handshake_timeout,
+            idle: server.http_idle_timeout,
+            request: server.handshake_timeout.saturating_mul(2),
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets open connections
 /// finish their current request. `name` is the listener's flag, for logs.
 pub(crate) async fn serve(

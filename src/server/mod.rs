@@ -132,11 +132,7 @@ pub async fn run_with(
     let metrics = Arc::new(Metrics::new());
     let shutdown_token = CancellationToken::new();
     let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let internal_limits = internal::Limits {
-        head: config.server.handshake_timeout,
-        idle: config.server.http_idle_timeout,
-        request: config.server.handshake_timeout.saturating_mul(2),
-    };
+    let internal_limits = internal::Limits::of(&config.server);
     if let Some(metrics_listener) = metrics_listener {
         tokio::spawn(internal::serve(
             metrics_listener,

@@ -158,7 +158,8 @@ async fn open<B>(
     // the connection, queued behind the hook's first message.
     sessions.channels.join_all(id, &handle, &hooked.channels);
     sessions.channels.settle(&hooked.channels).await;
-    record_departure(sessions, id, &admitted.urls, &callback, &request_ids);
+    let meta = hooked.events.as_ref().map(|events| &events.0.meta);
+    record_departure(sessions, id, &admitted.urls, &callback, &request_ids, meta);
     let backend = &sessions.backend;
     let request_uri = admitted.urls.request_uri;
     let deflate = sessions
@@ -196,27 +197,32 @@ async fn open<B>(
     ))
 }
 
-/// In a cluster, what another node needs to send this connection's disconnect POST should
-/// this node die.
+/// In a cluster, what another node needs to send this connection's disconnect POST (or its
+/// websocket-over-http `DISCONNECT`, with the `Meta-*` headers of `meta`) should this node die.
 fn record_departure(
     sessions: &Sessions,
     id: ConnectionId,
     urls: &BackendUrls,
     callback: &HeaderValue,
     request_ids: &RequestIds,
+    meta: Option<&axum::http::HeaderMap>,
 ) {
-    if sessions.config.node.is_some()
-        && let Some(disconnect) = &urls.disconnect
-    {
-        sessions.registry.record(
-            id,
-            Departure {
-                disconnect: disconnect.to_string(),
-                callback: String::from_utf8_lossy(callback.as_bytes()).into_owned(),
-                nonce: request_ids.nonce_hex(),
-            },
-        );
+    if sessions.config.node.is_none() {
+        return;
     }
+    let departure = match (&urls.disconnect, meta) {
+        (_, Some(meta)) if urls.events => {
+            Departure::events(&urls.frame, callback, request_ids.nonce_hex(), meta)
+        }
+        (Some(disconnect), _) => Departure {
+            disconnect: disconnect.to_string(),
+            callback: String::from_utf8_lossy(callback.as_bytes()).into_owned(),
+            nonce: request_ids.nonce_hex(),
+            events_meta: None,
+        },
+        _ => return,
+    };
+    sessions.registry.record(id, departure);
 }
 
 /// The permessage-deflate offer the bridge accepts, from every `Sec-WebSocket-Extensions`.

@@ -212,18 +212,47 @@ pub(crate) trait Registry: Send + Sync + 'static {
     fn record(&self, _id: ConnectionId, _departure: Departure) {}
 }
 
-/// What another node needs to send a connection's disconnect POST if the node holding it dies.
+/// What another node needs to send a connection's disconnect POST (or, for a
+/// websocket-over-http connection, its `DISCONNECT` event) if the node holding it dies.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Departure {
-    /// The disconnect URL.
+    /// The disconnect URL; for websocket-over-http, the events URL.
     #[serde(rename = "d")]
     pub(crate) disconnect: String,
     /// The callback URL (`x-ws-proxy-send`).
     #[serde(rename = "s")]
     pub(crate) callback: String,
-    /// The request-id nonce, so the POST carries the id the owner would have used.
+    /// The request-id nonce, so the POST carries the id the owner would have used (and, for
+    /// websocket-over-http, the `Connection-Id`).
     #[serde(rename = "n")]
     pub(crate) nonce: String,
+    /// websocket-over-http only: the `Meta-*` headers (lower-case name, value) the last
+    /// request carried. `None` for a seed connection.
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) events_meta: Option<Vec<(String, String)>>,
+}
+
+impl Departure {
+    /// A websocket-over-http connection's departure: its events URL and `Meta-*` headers.
+    pub(crate) fn events(
+        events_url: &url::Url,
+        callback: &axum::http::HeaderValue,
+        nonce: String,
+        meta: &axum::http::HeaderMap,
+    ) -> Self {
+        Departure {
+            disconnect: events_url.to_string(),
+            callback: String::from_utf8_lossy(callback.as_bytes()).into_owned(),
+            nonce,
+            events_meta: Some(
+                meta.iter()
+                    .filter_map(|(name, value)| {
+                        Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                    })
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// The parts of a callback token: `{uuid}` on a single node, `{node}.{uuid}` in a cluster.

@@ -17,6 +17,7 @@ use crate::protocol::events::Event as WsEvent;
 use crate::protocol::{Cause, Initiator};
 use crate::session::close::Ending;
 use crate::session::events::{self, Action};
+use crate::session::registry::Departure;
 use crate::session::ws::frame::opcode;
 
 impl<S> Task<S>
@@ -90,15 +91,40 @@ where
             return Ok(());
         };
         let before = link.keep_alive;
+        // In a cluster, the departure record carries the `Meta-*` headers: kept up to date.
+        let meta_before = self
+            .sessions
+            .config
+            .node
+            .is_some()
+            .then(|| link.meta.clone());
         let actions = link.answer(answer, sent).map_err(failed)?;
+        let meta_changed = meta_before.is_some_and(|meta| meta != link.meta);
         if link.keep_alive != before {
             self.restart_backend_keep_alive();
+        }
+        if meta_changed {
+            self.record_departure();
         }
         // Callback messages accepted before the backend answered go first.
         while let Some(item) = self.link.mailbox.try_recv() {
             self.deliver(item).await?;
         }
         self.act(actions).await
+    }
+
+    /// Rewrites this connection's departure record (cluster mode) with its current `Meta-*`.
+    fn record_departure(&self) {
+        let (Some(registration), Some(link)) = (&self.registration, &self.events) else {
+            return;
+        };
+        let departure = Departure::events(
+            self.frame_url.url(),
+            &self.callback,
+            self.request_ids.nonce_hex(),
+            &link.meta,
+        );
+        self.sessions.registry.record(registration.id(), departure);
     }
 
     /// Carries out what an answer asked for, in order.
