@@ -31,6 +31,9 @@ pub(crate) const HTTP_SLACK: u64 = 64;
 /// busy backend pool opens towards one bridge.
 pub(crate) const CALLBACK_CONNECTIONS: usize = 256;
 
+/// Connections one publish or metrics listener serves at once (more wait in its accept queue).
+pub(crate) const INTERNAL_CONNECTIONS: usize = 256;
+
 /// The open-files limits of this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenFiles {
@@ -105,15 +108,23 @@ pub(crate) struct Demand {
     pub(crate) backend_connections: usize,
     /// Callback connections delivering a body at once: [`CALLBACK_CONNECTIONS`].
     pub(crate) callback_bodies: usize,
+    /// Connections the publish and metrics listeners may hold: 256 for each one configured.
+    pub(crate) internal: usize,
 }
 
 impl Demand {
-    /// What a configuration with these limits and this backend pool asks for.
-    pub(crate) fn new(limits: &LimitsConfig, backend: &BackendConfig) -> Self {
+    /// What a configuration with these limits, this backend pool and `internal_listeners`
+    /// publish and metrics listeners (0, 1 or 2) asks for.
+    pub(crate) fn new(
+        limits: &LimitsConfig,
+        backend: &BackendConfig,
+        internal_listeners: usize,
+    ) -> Self {
         Demand {
             max_connections: limits.max_connections,
             backend_connections: backend.max_connections_per_host,
             callback_bodies: CALLBACK_CONNECTIONS,
+            internal: internal_listeners.saturating_mul(INTERNAL_CONNECTIONS),
         }
     }
 }
@@ -123,6 +134,7 @@ impl Demand {
 /// ```text
 /// runtime     = RUNTIME_RESERVE
 /// http_wanted = --backend-max-connections + CALLBACK_CONNECTIONS + HTTP_SLACK
+///               + INTERNAL_CONNECTIONS per publish or metrics listener
 /// http        = min(http_wanted, (limit - runtime) / 2)
 /// connections = limit - runtime - http          (WebSocket connections that fit)
 /// backend     = --backend-max-connections * http / http_wanted  (at least 1)
@@ -198,6 +210,7 @@ impl DescriptorBudget {
 fn http_wanted(demand: &Demand) -> u64 {
     as_u64(demand.backend_connections)
         .saturating_add(as_u64(demand.callback_bodies))
+        .saturating_add(as_u64(demand.internal))
         .saturating_add(HTTP_SLACK)
 }
 
@@ -213,7 +226,7 @@ impl fmt::Display for DescriptorBudget {
             f,
             "the open-files limit (RLIMIT_NOFILE) is {soft} (hard limit {hard}), but --max-connections {max} needs about {needed} descriptors: \
              {max} client sockets + {backends} backend connections (--backend-max-connections) + {bodies} callback connections \
-             + {HTTP_SLACK} probes and idle HTTP connections + {RUNTIME_RESERVE} for the runtime and listeners. \
+             {internal}+ {HTTP_SLACK} probes and idle HTTP connections + {RUNTIME_RESERVE} for the runtime and listeners. \
              Accepting at most {fit} WebSocket connections (handshakes beyond get 503) and {pool} connections per backend host. \
              Fix: raise the limit to {needed} or more (`ulimit -n {needed}` before starting, `LimitNOFILE={needed}` in the systemd unit, \
              `docker run --ulimit nofile={needed}:{needed}`), or lower --max-connections to {fit}",
@@ -222,6 +235,10 @@ impl fmt::Display for DescriptorBudget {
             max = self.demand.max_connections,
             backends = self.demand.backend_connections,
             bodies = self.demand.callback_bodies,
+            internal = match self.demand.internal {
+                0 => String::new(),
+                n => format!("+ {n} publish and metrics connections "),
+            },
             fit = self.connections,
             pool = self.backend_connections,
         )
@@ -236,6 +253,7 @@ mod tests {
         max_connections: 10_000,
         backend_connections: 256,
         callback_bodies: 256,
+        internal: 0,
     };
 
     fn budget(soft: u64) -> DescriptorBudget {
@@ -287,6 +305,7 @@ mod tests {
                 max_connections: usize::MAX,
                 backend_connections: usize::MAX,
                 callback_bodies: usize::MAX,
+                internal: usize::MAX,
             },
         );
         assert_eq!(huge.needed(), u64::MAX);
@@ -308,6 +327,27 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} missing from {text:?}");
         }
+    }
+
+    #[test]
+    fn publish_and_metrics_listeners_are_counted() {
+        let both = Demand {
+            internal: 2 * INTERNAL_CONNECTIONS,
+            ..DEFAULTS
+        };
+        let b = DescriptorBudget::new(
+            OpenFiles {
+                soft: 20_000,
+                hard: 20_000,
+            },
+            both,
+        );
+        assert_eq!(b.needed(), 10_608 + 512);
+        assert!(
+            b.to_string()
+                .contains("+ 512 publish and metrics connections +")
+        );
+        assert!(!budget(256).to_string().contains("publish"));
     }
 
     #[test]

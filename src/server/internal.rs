@@ -31,8 +31,8 @@ use super::idle::{IdleGuard, Upgraded};
 
 /// Connections one internal listener serves at once. Publishers and scrapers keep a few
 /// keep-alive connections each; 256 leaves room for many while bounding what idle sockets
-/// can hold (a descriptor and about 10 KiB of buffers each).
-pub(crate) const MAX_CONNECTIONS: usize = 256;
+/// can hold (a descriptor and about 10 KiB of buffers each). The descriptor budget counts them.
+pub(crate) const MAX_CONNECTIONS: usize = super::fdlimit::INTERNAL_CONNECTIONS;
 
 /// Pause after a failed `accept` (e.g. out of descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);

@@ -153,6 +153,7 @@ pub async fn run_with(
         Arc::clone(&metrics),
         shutdown_token.clone(),
         cluster_registry.clone().map(|r| r as Arc<dyn Registry>),
+        usize::from(metrics_address.is_some()) + usize::from(publish_listener.is_some()),
     )?);
     let cluster = match (cluster_config, cluster_registry) {
         (Some(config), Some(registry)) => {
@@ -205,6 +206,7 @@ fn assemble(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     cluster_registry: Option<Arc<dyn Registry>>,
+    internal_listeners: usize,
 ) -> Result<App, RunError> {
     let Config {
         server,
@@ -214,7 +216,7 @@ fn assemble(
         limits,
         ..
     } = config;
-    let budget = descriptor_budget(&limits, &backend);
+    let budget = descriptor_budget(&limits, &backend, internal_listeners);
     if let Some(budget) = budget {
         backend.max_connections_per_host = budget.backend_connections;
     }
@@ -247,17 +249,7 @@ fn assemble(
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
     }));
-    if sessions.config.allowlist.is_empty() {
-        if sessions.config.routes.is_empty() {
-            warn!(
-                "no --allowlist or --host-suffix-allowlist given: every connection will be refused with 403"
-            );
-        } else {
-            info!(
-                "no --allowlist or --host-suffix-allowlist given: only --route paths are served; /connect refuses every backend URL with 403"
-            );
-        }
-    }
+    warn_without_allowlist(&sessions.config);
     info!(
         address = %local,
         base_url = %sessions.base_url.as_str(),
@@ -277,6 +269,22 @@ fn assemble(
         http_idle_timeout: server.http_idle_timeout,
         shutdown,
     })
+}
+
+/// Says at startup what an empty allowlist means: everything refused, or routes only.
+fn warn_without_allowlist(config: &crate::config::SessionConfig) {
+    if !config.allowlist.is_empty() {
+        return;
+    }
+    if config.routes.is_empty() {
+        warn!(
+            "no --allowlist or --host-suffix-allowlist given: every connection will be refused with 403"
+        );
+    } else {
+        info!(
+            "no --allowlist or --host-suffix-allowlist given: only --route paths are served; /connect refuses every backend URL with 403"
+        );
+    }
 }
 
 /// Accepts connections until `shutdown` resolves. Accept errors (EMFILE and friends) are
@@ -349,6 +357,7 @@ async fn drain(listener: &TcpListener, app: &Arc<App>, grace: Duration) {
 fn descriptor_budget(
     limits: &crate::config::LimitsConfig,
     backend: &crate::config::BackendConfig,
+    internal_listeners: usize,
 ) -> Option<DescriptorBudget> {
     let limit = match OpenFiles::current() {
         Ok(limit) => limit,
@@ -357,7 +366,10 @@ fn descriptor_budget(
             return None;
         }
     };
-    let budget = DescriptorBudget::new(limit, fdlimit::Demand::new(limits, backend));
+    let budget = DescriptorBudget::new(
+        limit,
+        fdlimit::Demand::new(limits, backend, internal_listeners),
+    );
     if budget.is_short() {
         warn!(
             open_files_limit = budget.limit.soft,
