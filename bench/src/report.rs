@@ -445,7 +445,7 @@ fn na(reason: &str) -> String {
 }
 
 /// Aligns `rows` into columns separated by ` | `, with a rule under the header.
-fn render(rows: &[Vec<String>]) -> String {
+pub(crate) fn render(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0; columns];
     for row in rows {

@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use crate::report::{Column, Goal, Summary, SummaryMetric, format_value};
+use crate::report::{Column, Goal, Summary, SummaryMetric, format_value, render};
 
 /// What one target compares.
 enum Measure {
@@ -266,20 +266,7 @@ pub(crate) fn table(verdicts: &[Verdict]) -> String {
             ),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join(" | ").trim_end());
-        out.push('\n');
-    }
-    out
+    render(&rows)
 }
 
 #[cfg(test)]
