@@ -70,6 +70,8 @@ pub(crate) async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = TaskTracker::new();
+    // Accept errors come in bursts (out of descriptors): the first of a burst is a warning.
+    let mut failing = false;
     loop {
         let slot = tokio::select! {
             slot = Arc::clone(&slots).acquire_owned() => slot,
@@ -82,12 +84,18 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
+                failing = false;
                 let router = router.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(connection(stream, peer, router, limits, shutdown, slot));
             }
             Err(e) => {
-                warn!(listener = name, error = %e, "accept failed; backing off");
+                if failing {
+                    debug!(listener = name, error = %e, "accept failed again; backing off");
+                } else {
+                    warn!(listener = name, error = %e, "accept failed; backing off");
+                }
+                failing = true;
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
