@@ -317,22 +317,47 @@ async fn a_channel_spans_the_nodes_in_publish_order(kind: RedisKind) {
     .await;
 }
 
+/// Waits until node 3's Redis hash holds `count` records and (with few enough of them for
+/// `HGETALL` to come back whole) `HGETALL` shows `text`.
+async fn wait_for_records(redis: &Redis, count: usize, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = redis.command("HLEN {wsb}:conns:node-3").await;
+        let records = redis.command("HGETALL {wsb}:conns:node-3").await;
+        if held.trim() == format!(":{count}") && records.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HLEN {{wsb}}:conns:node-3 = {held:?} (want {count}), records {records:?} (want {text:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Acceptance 3: node 3 killed with SIGKILL while it holds 100 connections: a survivor sends
 /// 100 disconnect POSTs (1006, cause `node-lost`, initiator `bridge`, one per connection), and
 /// the callbacks then answer 404 on the survivors. A websocket-over-http connection on node 3
-/// gets its `DISCONNECT` event, with its `Connection-Id` and `Meta-*`, from a survivor.
+/// gets its `DISCONNECT` event from a survivor, with its `Connection-Id` and the `Meta-*` value
+/// its backend set last.
 async fn a_killed_nodes_connections_are_reported_by_a_survivor(kind: RedisKind) {
     bounded_for(CLUSTER_TEST_TIMEOUT, async {
-        // A websocket-over-http backend at /woh/room: OPEN answered with OPEN and a meta value.
+        // A websocket-over-http backend at /woh/room: OPEN answered with OPEN and a meta value,
+        // a client message with a new meta value, anything else with nothing.
         let backend = Backend::builder()
             .on(
                 "/woh/room",
                 Reply::with(|request, _| {
                     let open = request.body.starts_with(b"OPEN");
+                    let user = match &request.body[..] {
+                        b if b.starts_with(b"OPEN") => "alice",
+                        b if b.starts_with(b"TEXT") => "bob",
+                        _ => "",
+                    };
                     (
                         [
                             ("content-type", "application/websocket-events"),
-                            ("set-meta-user", if open { "alice" } else { "" }),
+                            ("set-meta-user", user),
                         ],
                         if open { "OPEN\r\n" } else { "" },
                     )
@@ -345,7 +370,10 @@ async fn a_killed_nodes_connections_are_reported_by_a_survivor(kind: RedisKind) 
         let Some((redis, mut nodes)) = three_nodes(&backend, kind, [flags; 3]).await else {
             return;
         };
-        let woh_client = connect(&format!("ws://{}/woh/room", nodes[2].bridge.addr)).await;
+        let mut woh_client = connect(&format!("ws://{}/woh/room", nodes[2].bridge.addr)).await;
+        // Its record follows the meta values: the one set by the OPEN answer, then this one.
+        send_text(&mut woh_client, "rename me").await;
+        wait_for_records(&redis, 1, "bob").await;
         let mut clients = Vec::new();
         for _ in 0..100 {
             let url = nodes[2]
@@ -362,20 +390,8 @@ async fn a_killed_nodes_connections_are_reported_by_a_survivor(kind: RedisKind) 
             .map(|r| r.header("x-ws-proxy-send").unwrap().to_owned())
             .collect();
         assert_eq!(callbacks.len(), 100);
-
         // Node 3 records its connections in Redis a moment after they open.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let held = redis.command("HLEN {wsb}:conns:node-3").await;
-            if held.trim() == ":101" {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "HLEN {{wsb}}:conns:node-3 = {held:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_records(&redis, 101, "").await;
 
         let killed_at = Instant::now();
         let victim = nodes.remove(2);
@@ -405,15 +421,16 @@ async fn a_killed_nodes_connections_are_reported_by_a_survivor(kind: RedisKind) 
             "each with its connection's request id"
         );
         // The websocket-over-http connection's backend gets its DISCONNECT, as from its node.
-        let woh = backend.wait_for("/woh/room", 2).await;
-        assert_eq!(&woh[1].body[..], b"DISCONNECT\r\n");
+        let woh = backend.wait_for("/woh/room", 3).await;
+        assert_eq!(&woh[2].body[..], b"DISCONNECT\r\n");
         assert_eq!(
-            woh[1].header("connection-id"),
+            woh[2].header("connection-id"),
             woh[0].header("connection-id")
         );
         assert_eq!(woh[1].header("meta-user"), Some("alice"));
+        assert_eq!(woh[2].header("meta-user"), Some("bob"));
         assert_eq!(
-            woh[1].header("content-type"),
+            woh[2].header("content-type"),
             Some("application/websocket-events")
         );
 
