@@ -40,7 +40,7 @@ pub(crate) enum ApiError {
         bytes: usize,
     },
     /// 408: the body did not arrive within the handshake timeout.
-    #[error("the request body did not arrive in time")]
+    #[error("the request body did not arrive within --handshake-timeout: send it at once")]
     BodyTimeout,
     /// 400: the body could not be read.
     #[error("the request body could not be read: {0}")]
