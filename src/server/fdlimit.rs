@@ -32,6 +32,8 @@ pub(crate) const HTTP_SLACK: u64 = 64;
 pub(crate) const CALLBACK_CONNECTIONS: usize = 256;
 
 /// Connections one publish or metrics listener serves at once (more wait in its accept queue).
+/// Publishers and scrapers keep a few keep-alive connections each; 256 leaves room for many
+/// while bounding what idle sockets can hold (a descriptor and about 10 KiB of buffers each).
 pub(crate) const INTERNAL_CONNECTIONS: usize = 256;
 
 /// The open-files limits of this process.

@@ -4,7 +4,7 @@
 //! connection may idle for `--http-idle-timeout`, and a whole request (its body included)
 //! must be answered within twice `--handshake-timeout` (time for the head, then as much for
 //! the body and the answer), else 408. At most
-//! [`MAX_CONNECTIONS`] connections are served at once; further ones wait in the kernel's
+//! [`INTERNAL_CONNECTIONS`] connections are served at once; further ones wait in the kernel's
 //! accept queue. So a client that opens sockets and sends nothing, or trickles a body, holds
 //! no memory or descriptor for long.
 
@@ -24,18 +24,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::fdlimit::INTERNAL_CONNECTIONS;
 use super::http::MAX_REQUEST_HEAD;
 use super::idle::{IdleGuard, Upgraded};
-
-/// Connections one internal listener serves at once. Publishers and scrapers keep a few
-/// keep-alive connections each; 256 leaves room for many while bounding what idle sockets
-/// can hold (a descriptor and about 10 KiB of buffers each). The descriptor budget counts them.
-pub(crate) const MAX_CONNECTIONS: usize = super::fdlimit::INTERNAL_CONNECTIONS;
-
-/// Pause after a failed `accept` (e.g. out of descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The timeouts of an internal listener.
 #[derive(Clone, Copy, Debug)]
@@ -68,10 +61,9 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
     name: &'static str,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(INTERNAL_CONNECTIONS));
     let connections = TaskTracker::new();
-    // Accept errors come in bursts (out of descriptors): the first of a burst is a warning.
-    let mut failing = false;
+    let mut accept_errors = 0u32;
     loop {
         let slot = tokio::select! {
             slot = Arc::clone(&slots).acquire_owned() => slot,
@@ -84,20 +76,12 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
-                failing = false;
+                accept_errors = 0;
                 let router = router.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(connection(stream, peer, router, limits, shutdown, slot));
             }
-            Err(e) => {
-                if failing {
-                    debug!(listener = name, error = %e, "accept failed again; backing off");
-                } else {
-                    warn!(listener = name, error = %e, "accept failed; backing off");
-                }
-                failing = true;
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
+            Err(e) => super::back_off(&mut accept_errors, &e, name).await,
         }
     }
     connections.close();

@@ -287,6 +287,16 @@ fn warn_without_allowlist(config: &crate::config::SessionConfig) {
     }
 }
 
+/// After a failed `accept` (EMFILE and the like come in bursts): warns once per burst, then
+/// sleeps 10 ms doubling to 1.28 s. `errors` counts the burst; the caller resets it.
+async fn back_off(errors: &mut u32, error: &std::io::Error, listener: &'static str) {
+    if *errors == 0 {
+        warn!(listener, %error, "accept failed; backing off");
+    }
+    *errors = errors.saturating_add(1);
+    tokio::time::sleep(Duration::from_millis(10u64 << (*errors).min(7))).await;
+}
+
 /// Accepts connections until `shutdown` resolves. Accept errors (EMFILE and friends) are
 /// logged once per burst and backed off (10 ms doubling to 1.28 s).
 async fn accept_until(
@@ -304,13 +314,7 @@ async fn accept_until(
                     accept_errors = 0;
                     app.sessions.tracker.spawn(serve_connection(Arc::clone(app), stream, peer));
                 }
-                Err(e) => {
-                    if accept_errors == 0 {
-                        warn!(error = %e, "accept failed; backing off");
-                    }
-                    accept_errors = accept_errors.saturating_add(1);
-                    tokio::time::sleep(Duration::from_millis(10u64 << accept_errors.min(7))).await;
-                }
+                Err(e) => back_off(&mut accept_errors, &e, "--address").await,
             },
         }
     }
