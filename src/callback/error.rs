@@ -1,7 +1,7 @@
 //! [`ApiError`]: every way a callback request fails, each with its status code (and
 //! `Retry-After` for the 503s) and a one-line message saying what to do.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::close::CloseParamError;
@@ -108,27 +108,33 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status(), format!("{self}\n")).into_response();
-        let headers = response.headers_mut();
+impl ApiError {
+    /// The header this error's answer carries besides the content type: `Retry-After` on a
+    /// 503, `Allow` on a 405.
+    pub(crate) fn extra_header(&self) -> Option<(HeaderName, HeaderValue)> {
         match self.status() {
             StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                Some((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)))
             }
-            _ if matches!(self, ApiError::ChannelMethod) => {
-                headers.insert(
-                    header::ALLOW,
-                    HeaderValue::from_static("PUT, DELETE, OPTIONS"),
-                );
-            }
-            StatusCode::METHOD_NOT_ALLOWED => {
-                headers.insert(
-                    header::ALLOW,
-                    HeaderValue::from_static("POST, GET, DELETE, OPTIONS"),
-                );
-            }
-            _ => {}
+            _ if matches!(self, ApiError::ChannelMethod) => Some((
+                header::ALLOW,
+                HeaderValue::from_static("PUT, DELETE, OPTIONS"),
+            )),
+            StatusCode::METHOD_NOT_ALLOWED => Some((
+                header::ALLOW,
+                HeaderValue::from_static("POST, GET, DELETE, OPTIONS"),
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let extra = self.extra_header();
+        let mut response = (self.status(), format!("{self}\n")).into_response();
+        if let Some((name, value)) = extra {
+            response.headers_mut().insert(name, value);
         }
         response
     }

@@ -36,6 +36,7 @@ mod body;
 pub(crate) mod close;
 mod error;
 mod remote;
+pub(crate) mod whole;
 
 /// How long `DELETE` waits for room in a full queue before answering 503.
 pub(crate) const CLOSE_QUEUE_WAIT: Duration = Duration::from_secs(5);

@@ -37,6 +37,11 @@ impl Payload {
         content_type: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<Self, NotUtf8> {
+        Self::from_http_raw(content_type.map(HeaderValue::as_bytes), body)
+    }
+
+    /// [`Payload::from_http`] with the content type as the raw bytes of its header value.
+    pub(crate) fn from_http_raw(content_type: Option<&[u8]>, body: Bytes) -> Result<Self, NotUtf8> {
         if is_text(content_type) {
             match std::str::from_utf8(&body) {
                 Ok(_) => Ok(Payload::Text(body)),
@@ -53,16 +58,15 @@ impl Payload {
 #[error("the content type is text/* but the body is not valid UTF-8")]
 pub(crate) struct NotUtf8;
 
-/// Whether a content type names text (`text/*`, case-insensitive).
-pub(crate) fn is_text(content_type: Option<&HeaderValue>) -> bool {
-    content_type
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim_start()
+/// Whether a content type names text (`text/*`, case-insensitive); a value with bytes other
+/// than visible ASCII and tabs names none.
+pub(crate) fn is_text(content_type: Option<&[u8]>) -> bool {
+    content_type.is_some_and(|v| {
+        v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+            && v.trim_ascii_start()
                 .get(..5)
-                .is_some_and(|p| p.eq_ignore_ascii_case("text/"))
-        })
-        .unwrap_or(false)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"text/"))
+    })
 }
 
 #[cfg(test)]
@@ -71,12 +75,13 @@ mod tests {
 
     #[test]
     fn text_content_types() {
-        let v = |s: &'static str| HeaderValue::from_static(s);
-        assert!(is_text(Some(&v("text/plain"))));
-        assert!(is_text(Some(&v("Text/HTML; charset=utf-8"))));
-        assert!(!is_text(Some(&v("application/json"))));
-        assert!(!is_text(Some(&v("tex"))));
+        let v = |s: &'static str| s.as_bytes();
+        assert!(is_text(Some(v("text/plain"))));
+        assert!(is_text(Some(v("Text/HTML; charset=utf-8"))));
+        assert!(!is_text(Some(v("application/json"))));
+        assert!(!is_text(Some(v("tex"))));
         assert!(!is_text(None));
+        assert!(!is_text(Some(b"text/plain; x=\xe9")), "not visible ASCII");
     }
 
     #[test]

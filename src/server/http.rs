@@ -1,6 +1,7 @@
 //! One accepted TCP connection: the TLS handshake if configured, then HTTP/1.1 or HTTP/2 with
 //! upgrades, and the routes: `GET /connect` (the session layer), the callback API,
-//! `/healthz`, `/readyz`, and a 404 for anything else. Routing is a match on the path, not a
+//! `/healthz`, `/readyz`, and a 404 for anything else. Small callback `POST`s over HTTP/1.1
+//! keep-alive take the lean path in [`fast`] until the first request that does not. Routing is a match on the path, not a
 //! router: four routes, on the hot path of every callback.
 
 use std::convert::Infallible;
@@ -23,6 +24,11 @@ use super::idle::{IdleGuard, Upgraded};
 use crate::callback::Callbacks;
 use crate::session::Sessions;
 use crate::session::registry::ConnectionId;
+use fast::Ended;
+use rewind::Rewind;
+
+mod fast;
+mod rewind;
 
 /// Largest HTTP/1.1 request head (request line plus headers) accepted, in bytes.
 pub(crate) const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -76,7 +82,16 @@ where
             Ok::<_, Infallible>(response)
         }
     });
-    let io = IdleGuard::new(io, app.handshake_timeout, app.http_idle_timeout, upgraded);
+    let mut io = IdleGuard::new(io, app.handshake_timeout, app.http_idle_timeout, upgraded);
+    let read = if app.shutdown.is_cancelled() {
+        bytes::Bytes::new()
+    } else {
+        match fast::serve(&app, &mut io).await {
+            Ended::Closed => return,
+            Ended::HandOff(read) => read,
+        }
+    };
+    let io = Rewind::new(read, io);
     let draining = app.shutdown.is_cancelled();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
