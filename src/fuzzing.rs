@@ -186,6 +186,18 @@ pub fn close_params(query: Option<&str>) -> Result<(u16, String), String> {
     crate::callback::close::close_params(query).map_err(|e| e.to_string())
 }
 
+/// The lean callback path's parse of a connection's buffered bytes (callback prefix `/`, at
+/// most 1,024 body bytes): `Some((token, head length, request length))` for a lean `POST`,
+/// `None` for anything else or not enough to tell.
+pub fn lean_request(buf: &[u8]) -> Option<(String, usize, usize)> {
+    match crate::server::http::fast::parse(buf, "/", 1024) {
+        crate::server::http::fast::Parsed::Post(head) => {
+            Some((head.token.to_owned(), head.head, head.end))
+        }
+        _ => None,
+    }
+}
+
 /// A close reason cut to fit a Close frame.
 pub fn truncate_reason(reason: &str) -> String {
     crate::protocol::truncate_reason(reason)

@@ -27,7 +27,7 @@ use crate::session::registry::ConnectionId;
 use fast::Ended;
 use rewind::Rewind;
 
-mod fast;
+pub(crate) mod fast;
 mod rewind;
 
 /// Largest HTTP/1.1 request head (request line plus headers) accepted, in bytes.

@@ -29,7 +29,7 @@ use fdlimit::{DescriptorBudget, OpenFiles};
 use http::{App, serve_connection};
 
 pub(crate) mod fdlimit;
-mod http;
+pub(crate) mod http;
 pub(crate) mod idle;
 mod internal;
 
