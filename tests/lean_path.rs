@@ -228,3 +228,24 @@ async fn a_full_send_queue_answers_503_with_retry_after_on_the_lean_path_too() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
+    bounded(async {
+        let backend = Backend::start().await;
+        let bridge = Bridge::for_backend(&backend, &["--shutdown-grace", "30s"]).await;
+        let mut client = bridge.client(&backend, "/frame", None).await;
+        let path = path_of(&callback_of(&backend, &mut client).await);
+        let mut raw = Raw::open(&bridge).await;
+        raw.write(&post(&path, "", b"x")).await;
+        assert_eq!(raw.answer().await.unwrap().status, 202);
+        drop(client);
+        let stopped = tokio::time::timeout(Duration::from_secs(10), bridge.shutdown()).await;
+        assert!(
+            stopped.is_ok(),
+            "the drain waited for an idle keep-alive connection"
+        );
+        assert!(raw.answer().await.is_none(), "closed by the drain");
+    })
+    .await;
+}

@@ -79,10 +79,6 @@ where
                 let Some(target) = target else {
                     return Ended::HandOff(buf.freeze());
                 };
-                if app.shutdown.is_cancelled() {
-                    // Hyper answers it and closes the connection.
-                    return Ended::HandOff(buf.freeze());
-                }
                 deadline = None;
                 let request = buf.split_to(end).freeze();
                 let content_type = content_type.map(|range| &request[range]);
@@ -104,7 +100,10 @@ where
         }
         buf.reserve(READ_CHUNK);
         let read = match deadline {
+            // The shutdown token is polled only while there is nothing to read: between
+            // requests, where a draining bridge closes keep-alive connections.
             None => tokio::select! {
+                biased;
                 read = io.read_buf(&mut buf) => read,
                 () = shutdown.as_mut() => return Ended::Closed,
             },
