@@ -1,8 +1,9 @@
 //! One accepted TCP connection: the TLS handshake if configured, then HTTP/1.1 or HTTP/2 with
 //! upgrades, and the routes: `GET /connect` (the session layer), the callback API,
 //! `/healthz`, `/readyz`, and a 404 for anything else. Small callback `POST`s over HTTP/1.1
-//! keep-alive take the lean path in [`fast`] until the first request that does not. Routing is a match on the path, not a
-//! router: four routes, on the hot path of every callback.
+//! keep-alive take the lean path in [`fast`] until the first request that does not; hyper
+//! serves the rest of the connection, from the bytes read (replayed by the idle guard). Routing is a match on
+//! the path, not a router: four routes, on the hot path of every callback.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,10 +26,8 @@ use crate::callback::Callbacks;
 use crate::session::Sessions;
 use crate::session::registry::ConnectionId;
 use fast::Ended;
-use rewind::Rewind;
 
 pub(crate) mod fast;
-mod rewind;
 
 /// Largest HTTP/1.1 request head (request line plus headers) accepted, in bytes.
 pub(crate) const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -83,15 +82,12 @@ where
         }
     });
     let mut io = IdleGuard::new(io, app.handshake_timeout, app.http_idle_timeout, upgraded);
-    let read = if app.shutdown.is_cancelled() {
-        bytes::Bytes::new()
-    } else {
+    if !app.shutdown.is_cancelled() {
         match fast::serve(&app, &mut io).await {
             Ended::Closed => return,
-            Ended::HandOff(read) => read,
+            Ended::HandOff(read) => io.replay(read),
         }
-    };
-    let io = Rewind::new(read, io);
+    }
     let draining = app.shutdown.is_cancelled();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

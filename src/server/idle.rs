@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -37,6 +38,8 @@ pub(crate) struct IdleGuard<IO> {
     /// connection, measured with massif) until the timer fires.
     deadline: Option<Pin<Box<Sleep>>>,
     upgraded: Upgraded,
+    /// Bytes already read from `io`, returned by the next reads.
+    replay: Bytes,
 }
 
 impl<IO> IdleGuard<IO> {
@@ -48,7 +51,13 @@ impl<IO> IdleGuard<IO> {
             idle,
             deadline: Some(Box::pin(tokio::time::sleep(first))),
             upgraded,
+            replay: Bytes::new(),
         }
+    }
+
+    /// Makes the next reads return `bytes` (read from the connection earlier) first.
+    pub(crate) fn replay(&mut self, bytes: Bytes) {
+        self.replay = bytes;
     }
 }
 
@@ -59,6 +68,16 @@ impl<IO: AsyncRead + Unpin> AsyncRead for IdleGuard<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            if this.replay.is_empty() {
+                // Lets go of the read buffer the bytes were in.
+                this.replay = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
         if this.deadline.is_some() && this.upgraded.is_set() {
             this.deadline = None;
         }
@@ -111,5 +130,27 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for IdleGuard<IO> {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn replays_earlier_bytes_then_reads_on() {
+        let (mut near, far) = tokio::io::duplex(64);
+        near.write_all(b" world").await.unwrap();
+        drop(near);
+        let second = Duration::from_secs(1);
+        let mut io = IdleGuard::new(far, second, second, Upgraded::default());
+        io.replay(Bytes::from_static(b"hello"));
+        let mut small = [0u8; 3];
+        io.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"hel");
+        let mut rest = String::new();
+        io.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, "lo world");
     }
 }
