@@ -106,9 +106,7 @@ impl ApiError {
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
-}
 
-impl ApiError {
     /// The header this error's answer carries besides the content type: `Retry-After` on a
     /// 503, `Allow` on a 405.
     pub(crate) fn extra_header(&self) -> Option<(HeaderName, HeaderValue)> {
