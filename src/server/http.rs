@@ -2,8 +2,9 @@
 //! upgrades, and the routes: `GET /connect` (the session layer), the callback API,
 //! `/healthz`, `/readyz`, and a 404 for anything else. Small callback `POST`s over HTTP/1.1
 //! keep-alive take the lean path in [`fast`] until the first request that does not; hyper
-//! serves the rest of the connection, from the bytes read (replayed by the idle guard). Routing is a match on
-//! the path, not a router: four routes, on the hot path of every callback.
+//! serves the rest of the connection, from the bytes read (replayed by the idle guard).
+//! Routing is a match on the path, not a router: four routes, on the hot path of every
+//! callback.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -172,7 +172,7 @@ fn lean_headers(
             if length.is_some() || !valid {
                 return None;
             }
-            length = std::str::from_utf8(value).ok()?.parse::<usize>().ok();
+            length = Some(std::str::from_utf8(value).ok()?.parse::<usize>().ok()?);
         } else if name.eq_ignore_ascii_case("content-type") {
             if content_type.is_some() {
                 return None;
